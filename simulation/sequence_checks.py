@@ -1,0 +1,200 @@
+"""Validation of MR sequence parameters (seconds and degrees), shared by the signal models and CLIs.
+
+Every check raises :class:`ValueError` (or :class:`TypeError` for non-numeric input) with a
+message that names the parameter, what was expected and what came. Rules:
+
+* every value must be finite (no NaN / inf);
+* TR, TI and saturation / inversion recovery times must be > 0; TE must be >= 0 (TE = 0 is
+  allowed as the idealised limit of the models);
+* any time > 100 is rejected: it looks like milliseconds, and all times are in seconds;
+* TE < TR (spin echo, FLAIR, spoiled GRE, inversion-prepared GRE), TI < TR (FLAIR,
+  inversion-prepared GRE), recovery times < TR for inversion recovery with a finite TR;
+* flip angles in (0, 180] degrees.
+
+The checks accept python numbers, sequences and tensors (any shape); tensors are inspected
+without being modified or detached from their graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = [
+    "MAX_SECONDS",
+    "as_sequence_tensor",
+    "check_time",
+    "check_flip_angle",
+    "check_shorter",
+    "check_positive",
+    "check_saturation_recovery",
+    "check_inversion_recovery",
+    "check_spin_echo",
+    "check_flair",
+    "check_spoiled_gre",
+    "check_inversion_prepared_gre",
+    "check_sequence",
+]
+
+#: Any time above this many seconds is taken for milliseconds.
+MAX_SECONDS = 100.0
+
+
+def as_sequence_tensor(name: str, value: Any) -> torch.Tensor:
+    """Return ``value`` as a real floating tensor (tensors are returned as they are)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or not value.is_floating_point():
+            if value.dtype == torch.bool or value.is_complex():
+                raise TypeError(f"{name} must be a real floating tensor; got dtype {value.dtype}")
+            return value.to(torch.float64)
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a sequence of numbers in seconds/degrees; got {value!r}")
+    try:
+        out = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor; got {value!r}") from err
+    return out
+
+
+def _values(name: str, value: Any) -> torch.Tensor:
+    t = as_sequence_tensor(name, value).detach()
+    if t.numel() == 0:
+        raise ValueError(f"{name} must not be empty; got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite; got {_show(t)}")
+    return t
+
+
+def _show(t: torch.Tensor) -> str:
+    flat = t.reshape(-1)
+    vals = ", ".join(f"{v:.6g}" for v in flat[:6].tolist())
+    more = ", ..." if flat.numel() > 6 else ""
+    return f"{vals}{more}" if flat.numel() == 1 else f"[{vals}{more}] (shape {tuple(t.shape)})"
+
+
+def check_time(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Check a time in seconds: finite, > 0 (>= 0 if ``allow_zero``) and not milliseconds."""
+    t = _values(name, value)
+    bad = t < 0 if allow_zero else t <= 0
+    if bad.any():
+        need = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {need} seconds; got {_show(t)}")
+    if (t > MAX_SECONDS).any():
+        raise ValueError(
+            f"{name} = {_show(t)} looks like milliseconds; times are in seconds "
+            f"(expected values <= {MAX_SECONDS:g} s, e.g. 0.01 for 10 ms)"
+        )
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Check a dimensionless factor: finite and > 0."""
+    t = _values(name, value)
+    if (t <= 0).any():
+        raise ValueError(f"{name} must be > 0; got {_show(t)}")
+
+
+def check_flip_angle(name: str, value: Any) -> None:
+    """Check a flip angle in degrees: finite and in (0, 180]."""
+    a = _values(name, value)
+    if ((a <= 0) | (a > 180)).any():
+        raise ValueError(f"{name} must be in (0, 180] degrees; got {_show(a)}")
+
+
+def check_shorter(short_name: str, short: Any, long_name: str, long: Any) -> None:
+    """Check ``short < long`` element-wise after broadcasting (both in seconds)."""
+    a, b = _values(short_name, short), _values(long_name, long)
+    try:
+        a, b = torch.broadcast_tensors(a, b)
+    except RuntimeError:
+        raise ValueError(
+            f"{short_name} and {long_name} must have broadcastable shapes; "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        ) from None
+    bad = a >= b
+    if bad.any():
+        i = int(torch.nonzero(bad.reshape(-1))[0])
+        raise ValueError(
+            f"{short_name} must be shorter than {long_name}; got {short_name} = "
+            f"{a.reshape(-1)[i].item():.6g} s >= {long_name} = {b.reshape(-1)[i].item():.6g} s"
+        )
+
+
+def check_saturation_recovery(times: Any) -> None:
+    """Saturation-recovery times: > 0 s, not milliseconds."""
+    check_time("saturation times", times)
+
+
+def check_inversion_recovery(times: Any, tr: Any = None) -> None:
+    """Inversion times (> 0 s) and, if given, a repetition time longer than each of them."""
+    check_time("inversion times", times)
+    if tr is not None:
+        check_time("TR", tr)
+        check_shorter("inversion times", times, "TR", tr)
+
+
+def check_spin_echo(tr: Any, te: Any, te_correction: Any = 1.0) -> None:
+    """Spin echo / TSE: TR > 0, 0 <= TE < TR, te_correction > 0."""
+    check_time("TR", tr)
+    check_time("TE", te, allow_zero=True)
+    check_shorter("TE", te, "TR", tr)
+    check_positive("te_correction", te_correction)
+
+
+def check_flair(tr: Any, te: Any, ti: Any, te_correction: Any = 1.0) -> None:
+    """FLAIR: spin-echo rules plus 0 < TI < TR."""
+    check_spin_echo(tr, te, te_correction)
+    check_time("TI", ti)
+    check_shorter("TI", ti, "TR", tr)
+
+
+def check_spoiled_gre(tr: Any, te: Any, flip_angle_deg: Any) -> None:
+    """Spoiled GRE: TR > 0, 0 <= TE < TR, flip angle in (0, 180] degrees."""
+    check_time("TR", tr)
+    check_time("TE", te, allow_zero=True)
+    check_shorter("TE", te, "TR", tr)
+    check_flip_angle("flip_angle_deg", flip_angle_deg)
+
+
+def check_inversion_prepared_gre(tr: Any, te: Any, ti: Any, flip_angle_deg: Any) -> None:
+    """Inversion-prepared GRE: spoiled-GRE rules plus 0 < TI < TR (TR between inversions)."""
+    check_spoiled_gre(tr, te, flip_angle_deg)
+    check_time("TI", ti)
+    check_shorter("TI", ti, "TR", tr)
+
+
+_CHECKS = {
+    "sr": check_saturation_recovery,
+    "saturation_recovery": check_saturation_recovery,
+    "ir": check_inversion_recovery,
+    "inversion_recovery": check_inversion_recovery,
+    "se": check_spin_echo,
+    "tse": check_spin_echo,
+    "spin_echo": check_spin_echo,
+    "flair": check_flair,
+    "gre": check_spoiled_gre,
+    "spoiled_gre": check_spoiled_gre,
+    "mprage": check_inversion_prepared_gre,
+    "inversion_prepared_gre": check_inversion_prepared_gre,
+}
+
+
+def check_sequence(kind: str, **params: Any) -> None:
+    """Check the parameters of a sequence named ``kind`` (case-insensitive).
+
+    ``kind`` is one of ``sr, ir, se, tse, flair, gre, mprage`` (or the long names
+    ``saturation_recovery, inversion_recovery, spin_echo, spoiled_gre, inversion_prepared_gre``);
+    ``params`` are the keyword arguments of the matching ``check_*`` function, e.g.
+    ``check_sequence("flair", tr=9.0, te=0.09, ti=2.5)``.
+    """
+    key = kind.lower().replace("-", "_") if isinstance(kind, str) else kind
+    if key not in _CHECKS:
+        raise ValueError(f"unknown sequence kind {kind!r}; expected one of {sorted(_CHECKS)}")
+    try:
+        _CHECKS[key](**params)
+    except TypeError as err:
+        if "argument" in str(err):
+            raise TypeError(f"bad parameters for sequence {kind!r}: {err}") from None
+        raise
+
