@@ -1,0 +1,179 @@
+"""Image-quality metrics of quantitative maps: nRMSE, MAE and masked SSIM, one value per sample.
+
+Shapes: ``pred`` and ``target`` are ``(Y, X)`` (one sample; a 0-d result) or ``(B, Y, X)``
+(a ``(B,)`` result). ``mask`` (bool, or real with values 0/1) is ``None`` (every pixel), of the same
+shape as ``pred``, or ``(Y, X)`` for every sample of a batch. The metrics are generic; the PINQI
+results report them on T1 in seconds inside the brain mask.
+
+Computation runs in float64 (complex128 for complex input to ``nrmse``/``mae``) and the result is
+returned in the real dtype of ``pred``; gradients flow to ``pred`` (and ``target``).
+
+SSIM (Wang et al. 2004) uses 7x7 uniform windows placed at every position where the window fits
+inside the image (no padding), sample (N-1 normalised) variances and covariance as
+scikit-image's default, ``K1 = 0.01``, ``K2 = 0.03``; only windows whose whole support lies inside
+the mask are averaged. ``data_range`` defaults to ``max - min`` of the target inside the mask, per
+sample (treated as a constant for gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["nrmse", "mae", "ssim"]
+
+
+def _prepare(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, name: str, allow_complex: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Validate; return pred, target as (B, Y, X) float64/complex128, bool mask (B, Y, X), batched."""
+    for label, value in (("pred", pred), ("target", target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: {label} must be a tensor; got {type(value).__name__}")
+        if value.is_complex() and not allow_complex:
+            raise TypeError(f"{name}: {label} must be real; got {value.dtype}")
+        if not (value.is_floating_point() or value.is_complex()):
+            raise TypeError(f"{name}: {label} must be a floating-point tensor; got {value.dtype}")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{name}: pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"{name}: pred must have shape (Y, X) or (B, Y, X); got {tuple(pred.shape)}")
+    batched = pred.ndim == 3
+    if not batched:
+        pred, target = pred[None], target[None]
+    if mask is None:
+        mask = torch.ones(pred.shape, dtype=torch.bool, device=pred.device)
+    else:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{name}: mask must be a tensor or None; got {type(mask).__name__}")
+        if mask.shape == pred.shape[1:]:
+            mask = mask.expand(pred.shape)
+        elif not (batched and mask.shape == pred.shape):
+            expected = f"{tuple(pred.shape[1:])}" + (f" or {tuple(pred.shape)}" if batched else "")
+            raise ValueError(f"{name}: mask must have shape {expected}; got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool:
+            if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError(f"{name}: a non-boolean mask must contain only 0 and 1")
+            mask = mask != 0
+        mask = mask.to(pred.device)
+    empty = (~mask.flatten(1).any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{name}: the mask is empty for sample(s) {empty}")
+    wide = torch.complex128 if (pred.is_complex() or target.is_complex()) else torch.float64
+    return pred.to(wide), target.to(wide), mask, batched
+
+
+def _finish(value: torch.Tensor, pred: torch.Tensor, batched: bool) -> torch.Tensor:
+    dtype = pred.real.dtype if pred.is_complex() else pred.dtype
+    value = value.to(dtype)
+    return value if batched else value[0]
+
+
+def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised root mean squared error ``‖pred − target‖₂ / ‖target‖₂`` over the mask.
+
+    Parameters
+    ----------
+    pred, target
+        ``(Y, X)`` or ``(B, Y, X)``, real or complex (moduli are used).
+    mask
+        ``None``, or bool / 0-1 of shape ``(Y, X)`` or like ``pred``.
+
+    Returns
+    -------
+    0-d tensor, or ``(B,)``: one value per sample (``inf``/``nan`` where the target is 0 on the mask).
+    """
+    p, t, m, batched = _prepare(pred, target, mask, "nrmse")
+    error = ((p - t).abs().square() * m).sum(dim=(1, 2))
+    norm = (t.abs().square() * m).sum(dim=(1, 2))
+    return _finish((error / norm).sqrt(), pred, batched)
+
+
+def mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error ``mean |pred − target|`` over the mask, per sample.
+
+    Shapes as :func:`nrmse`; the result is in the unit of the maps (seconds for T1).
+    """
+    p, t, m, batched = _prepare(pred, target, mask, "mae")
+    total = ((p - t).abs() * m).sum(dim=(1, 2))
+    return _finish(total / m.sum(dim=(1, 2)), pred, batched)
+
+
+def ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    window: int = 7,
+    data_range: float | torch.Tensor | None = None,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Structural similarity averaged over the uniform windows that lie fully inside the mask.
+
+    Parameters
+    ----------
+    pred, target
+        Real ``(Y, X)`` or ``(B, Y, X)``.
+    mask
+        ``None``, or bool / 0-1 of shape ``(Y, X)`` or like ``pred``.
+    window
+        Side of the square uniform window (odd or even, at most ``min(Y, X)``).
+    data_range
+        Dynamic range ``L`` in ``C1 = (K1 L)², C2 = (K2 L)²``: a float or ``(B,)`` tensor; ``None``:
+        ``max − min`` of ``target`` inside the mask, per sample.
+    k1, k2
+        SSIM constants.
+
+    Returns
+    -------
+    0-d tensor, or ``(B,)``.
+
+    Raises
+    ------
+    ValueError
+        If a sample's mask contains no complete window, or its data range is not positive.
+    """
+    p, t, m, batched = _prepare(pred, target, mask, "ssim", allow_complex=False)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 < window <= min(p.shape[-2:]):
+        raise ValueError(f"ssim: window must be an int in [2, {min(p.shape[-2:])}]; got {window!r}")
+    batch = p.shape[0]
+    if data_range is None:
+        inf = torch.tensor(torch.inf, dtype=t.dtype, device=t.device)
+        high = torch.where(m, t, -inf).flatten(1).amax(1)
+        low = torch.where(m, t, inf).flatten(1).amin(1)
+        data_range = (high - low).detach()
+    else:
+        data_range = torch.as_tensor(data_range, dtype=t.dtype, device=t.device)
+        if data_range.ndim == 0:
+            data_range = data_range.expand(batch)
+        if data_range.shape != (batch,):
+            raise ValueError(
+                f"ssim: data_range must be a float or have shape ({batch},); got {tuple(data_range.shape)}"
+            )
+    bad = (~(data_range > 0)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"ssim: data_range must be positive; it is not for sample(s) {bad} (constant target?)")
+
+    # A window is valid when it contains no pixel outside the mask.
+    outside = F.max_pool2d((~m).to(p.dtype)[:, None], window, stride=1)[:, 0]
+    valid = outside == 0
+    none_valid = (~valid.flatten(1).any(1)).nonzero().flatten().tolist()
+    if none_valid:
+        raise ValueError(f"ssim: no {window}x{window} window lies fully inside the mask for sample(s) {none_valid}")
+
+    stack = torch.stack((p, t, p * p, t * t, p * t), 1)
+    mean_p, mean_t, mean_pp, mean_tt, mean_pt = F.avg_pool2d(stack, window, stride=1).unbind(1)
+    n = window * window
+    correction = n / (n - 1)
+    var_p = (mean_pp - mean_p * mean_p) * correction
+    var_t = (mean_tt - mean_t * mean_t) * correction
+    cov = (mean_pt - mean_p * mean_t) * correction
+    c1 = ((k1 * data_range) ** 2).view(-1, 1, 1)
+    c2 = ((k2 * data_range) ** 2).view(-1, 1, 1)
+    ssim_map = ((2 * mean_p * mean_t + c1) * (2 * cov + c2)) / (
+        (mean_p * mean_p + mean_t * mean_t + c1) * (var_p + var_t + c2)
+    )
+    value = (ssim_map * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2))
+    return _finish(value, pred, batched)

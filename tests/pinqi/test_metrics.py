@@ -1,0 +1,155 @@
+"""Tests of pinqi.metrics: nrmse, mae and the masked 7x7-uniform-window SSIM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pinqi.metrics import mae, nrmse, ssim
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny problems: one thread is faster and avoids oversubscribing shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _random(shape, seed=0, dtype=torch.float64):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _reference_ssim(pred, target, mask, window=7, data_range=None, k1=0.01, k2=0.03):
+    """Plain loops over every window position; windows with a pixel outside the mask are skipped."""
+    pred, target, mask = (np.asarray(a, dtype=np.float64) for a in (pred, target, mask))
+    mask = mask.astype(bool)
+    if data_range is None:
+        data_range = target[mask].max() - target[mask].min()
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    values = []
+    ny, nx = pred.shape
+    for i in range(ny - window + 1):
+        for j in range(nx - window + 1):
+            if not mask[i : i + window, j : j + window].all():
+                continue
+            a = pred[i : i + window, j : j + window].ravel()
+            b = target[i : i + window, j : j + window].ravel()
+            ma, mb = a.mean(), b.mean()
+            va, vb = a.var(ddof=1), b.var(ddof=1)
+            cov = ((a - ma) * (b - mb)).sum() / (a.size - 1)
+            values.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return float(np.mean(values))
+
+
+def test_nrmse_and_mae_hand_computed():
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.ones(2, 2)
+    mask = torch.tensor([[True, True], [True, False]])
+    # differences 0, 1, 2, 3; target norm² 4 (all) or 3 (masked)
+    assert nrmse(pred, target).item() == pytest.approx(math.sqrt(14 / 4))
+    assert nrmse(pred, target, mask).item() == pytest.approx(math.sqrt(5 / 3))
+    assert mae(pred, target).item() == pytest.approx(1.5)
+    assert mae(pred, target, mask).item() == pytest.approx(1.0)
+    assert nrmse(pred, target).shape == () and nrmse(pred, target).dtype == torch.float32
+
+
+def test_batched_per_sample_values_and_mask_forms():
+    pred = torch.stack([torch.full((3, 3), 2.0), torch.full((3, 3), 4.0)])
+    target = torch.ones(2, 3, 3)
+    torch.testing.assert_close(nrmse(pred, target), torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(mae(pred, target), torch.tensor([1.0, 3.0]))
+    pred[:, 0, 0] = 100.0  # only outside the mask
+    mask_2d = torch.ones(3, 3, dtype=torch.bool)
+    mask_2d[0, 0] = False
+    expected = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(mae(pred, target, mask_2d), expected)  # (Y, X) mask for the batch
+    torch.testing.assert_close(mae(pred, target, mask_2d.expand(2, 3, 3)), expected)
+    torch.testing.assert_close(nrmse(pred, target, mask_2d.double()), expected)  # 0/1 real mask
+
+
+def test_complex_maps_use_moduli():
+    target = torch.tensor([[1 + 1j, 0 + 2j]], dtype=torch.complex64)
+    pred = target + torch.tensor([[1j, -1.0]], dtype=torch.complex64)
+    assert nrmse(pred, target).item() == pytest.approx(math.sqrt(2 / 6))
+    assert mae(pred, target).dtype == torch.float32
+
+
+def test_bad_inputs_raise_clear_errors():
+    a = torch.ones(2, 4, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        nrmse(a, torch.ones(2, 4, 5))
+    with pytest.raises(ValueError, match="empty for sample"):
+        mae(a, a, torch.zeros(4, 4, dtype=torch.bool))
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match=r"sample\(s\) \[1\]"):
+        nrmse(a, a, mask)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        mae(a, a, torch.ones(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        mae(a, a, torch.full((4, 4), 0.5))
+    with pytest.raises(ValueError, match=r"\(Y, X\) or \(B, Y, X\)"):
+        mae(torch.ones(4), torch.ones(4))
+    with pytest.raises(TypeError, match="real"):
+        ssim(a.to(torch.complex64), a.to(torch.complex64))
+    with pytest.raises(ValueError, match="no 7x7 window"):
+        ssim(_random((10, 10)), _random((10, 10), 1), torch.ones(10, 10).tril().bool())
+    with pytest.raises(ValueError, match="data_range must be positive"):
+        ssim(_random((8, 8)), torch.ones(8, 8))
+
+
+def test_ssim_identical_is_one_and_decreases_with_noise():
+    target = _random((2, 24, 24))
+    mask = torch.zeros(24, 24, dtype=torch.bool)
+    mask[3:20, 2:22] = True
+    torch.testing.assert_close(ssim(target, target, mask), torch.ones(2, dtype=torch.float64))
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(target.shape, generator=g, dtype=torch.float64)
+    values = [ssim(target + s * noise, target, mask) for s in (0.01, 0.05, 0.2, 1.0)]
+    for better, worse in zip(values, values[1:]):
+        assert (worse < better).all()
+    assert values[-1].max() < 0.5
+
+
+def test_ssim_matches_loop_reference():
+    pred, target = _random((13, 15), 2), _random((13, 15), 3)
+    pred = 0.6 * target + 0.4 * pred
+    mask = torch.ones(13, 15, dtype=torch.bool)
+    mask[:3, :4] = False
+    mask[9:, 11:] = False
+    mask[6, 7] = False
+    assert ssim(pred, target, mask).item() == pytest.approx(_reference_ssim(pred, target, mask), rel=1e-10)
+    assert ssim(pred, target).item() == pytest.approx(_reference_ssim(pred, target, torch.ones(13, 15)), rel=1e-10)
+    got = ssim(pred, target, mask, window=5, data_range=2.0).item()
+    assert got == pytest.approx(_reference_ssim(pred, target, mask, window=5, data_range=2.0), rel=1e-10)
+    # float32 input: float64 computation, float32 result
+    got32 = ssim(pred.float(), target.float(), mask)
+    assert got32.dtype == torch.float32
+    assert got32.item() == pytest.approx(_reference_ssim(pred, target, mask), rel=1e-5)
+
+
+def test_ssim_ignores_windows_that_touch_pixels_outside_the_mask():
+    target = _random((16, 20), 4)
+    mask = torch.zeros(16, 20, dtype=torch.bool)
+    mask[:, :10] = True
+    pred = target.clone()
+    pred[:, 10:] = _random((16, 10), 5)  # differs only outside the mask
+    # every window fully inside the mask sees identical images
+    assert ssim(pred, target, mask).item() == pytest.approx(1.0, abs=1e-12)
+    # a window straddling the mask edge would see the difference
+    assert ssim(pred[:, 4:14], target[:, 4:14]).item() < 0.9
+    # moving the mask edge one column into the differing region brings such windows in
+    wider = mask.clone()
+    wider[:, 10] = True
+    assert ssim(pred, target, wider).item() < 0.99
+
+
+def test_ssim_gradcheck():
+    pred = _random((1, 8, 8), 6).requires_grad_()
+    target = _random((1, 8, 8), 7)
+    assert torch.autograd.gradcheck(lambda p: ssim(p, target, window=3), (pred,))
