@@ -1,0 +1,373 @@
+"""Synthetic saturation-recovery T1-mapping data, generated on the fly: ``T1MappingDataset``.
+
+One sample (index ``i``, dataset seed ``s``) is a pure function of ``(s, i)``: a private
+``torch.Generator`` seeded with :func:`sample_seed` drives, in this order, the slice choice, the
+tissue values, the geometric augmentation, the smooth fields, the coil maps, the acceleration,
+the sampling masks (or the radial rotation), the noise level and the noise. So sample ``i`` is
+the same on every call, in every worker and on every machine (same torch version).
+
+Pipeline
+    tissue values (:mod:`simulation.tissues`) -> maps of one slice, resampled with the random
+    affine (:mod:`simulation.augmentation`) to ``image_size`` -> ``T1 *= 1 + p``,
+    ``M0 = PD · exp(bias) · e^{iφ}`` -> target ``(Re M0, Im M0, R1 = 1/T1)`` -> images
+    ``q(p)`` by :class:`~simulation.signal_models.SaturationRecovery` -> fresh coil maps
+    normalised inside the object -> k-space ``A(images) + noise``.
+
+Background
+    Outside the head PD = 0, so M0 = 0; T1 there is ``BACKGROUND_T1`` = 1 s times the smooth T1
+    factor (R1 ≈ 1 /s), see :mod:`simulation.tissues`. The signal is zero, so the value only
+    matters as a defined, smooth loss target; ``brain_mask`` marks where it matters.
+
+Noise
+    Complex Gaussian, standard deviation ``σ`` in the real and in the imaginary part, one σ per
+    sample drawn uniformly from ``noise_sigma``; it is added only where k-space is sampled, so
+    Cartesian k-space is exactly zero elsewhere. With the orthonormal FFT and coil maps with
+    ``Σ|c|² = 1`` this is also the per-coil image-domain noise level, relative to PD <= 1.
+
+Speed
+    Nothing sample-independent is recomputed: checkerboards, polynomial bases and the signal
+    model are built once; a slice's fractions are copied to one contiguous ``(K, Y, X)`` block
+    per sample (each class plane is contiguous already, and the anatomy, possibly gigabytes for
+    BrainWeb, is not duplicated). The Cartesian forward model is evaluated here rather than by
+    ``MultiCoilCartesianOp``: one batched 2-D FFT of all coil images with the centring shifts
+    folded into ±1 checkerboards (exact for even sizes; odd sizes use the operator), no shift
+    copies, and noise drawn only for the sampled lines. The result equals
+    ``MultiCoilCartesianOp(csm, mask)(images)`` up to float rounding (tested).
+
+Radial
+    ``trajectory="radial"``: per-time rotated radial trajectories (``radial_trajectory(...,
+    mode="rotated")``, rotated as a whole by a random angle per sample), k-space ``(T, C, K)`` by
+    ``MultiCoilNUFFTOp``. torchkbnufft misbehaves in ``DataLoader`` worker processes, so the
+    NUFFT is built inside ``__getitem__`` and the radial variant raises ``RuntimeError`` when it
+    is used in a worker: use ``num_workers=0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from .anatomy import Anatomy, load_anatomy
+from .signal_models import SaturationRecovery
+from .augmentation import AugmentationConfig, random_affine, random_smooth_fields, warp_linear_maps
+from .tissues import map_weights, sample_tissue_values
+
+__all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "AccelerationSpec"]
+
+#: Saturation times [s] of the paper's main experiments.
+PAPER_TIMES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 8.0)
+#: Saturation times [s] of the paper's ablation study.
+ABLATION_TIMES: tuple[float, ...] = (0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 2.0, 8.0)
+
+AccelerationSpec = float | int | tuple[float, float] | Sequence[float]
+
+_SEED_MULT = 1_000_003
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample ``index`` of a dataset with seed ``seed``: ``(seed · 1000003 + index) mod 2⁶³``."""
+    return (int(seed) * _SEED_MULT + int(index)) % (1 << 63)
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def _parse_range(name: str, value: float | tuple[float, float], lower: float = 0.0) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        lo = hi = float(value)
+    elif isinstance(value, Sequence) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    else:
+        raise ValueError(f"{name} must be a number or a (low, high) pair; got {value!r}")
+    if not lower <= lo <= hi:
+        raise ValueError(f"{name} must satisfy {lower} <= low <= high; got ({lo}, {hi})")
+    return lo, hi
+
+
+def _parse_acceleration(value: AccelerationSpec) -> tuple[str, tuple[float, ...]]:
+    """``4`` fixed; a 2-tuple ``(lo, hi)`` a uniform range; a list or a longer tuple a choice."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values: tuple[float, ...] = (float(value),)
+        kind = "fixed"
+    elif isinstance(value, tuple) and len(value) == 2:
+        values, kind = (float(value[0]), float(value[1])), "range"
+        if values[0] > values[1]:
+            raise ValueError(f"acceleration range must be (low, high) with low <= high; got {value}")
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) >= 1:
+        values, kind = tuple(float(v) for v in value), "choice"
+    else:
+        raise ValueError(f"acceleration must be a number, a (low, high) tuple or a list of choices; got {value!r}")
+    if min(values) < 1:
+        raise ValueError(f"acceleration must be >= 1; got {value!r}")
+    return kind, values
+
+
+def _checkerboard(ny: int, nx: int) -> torch.Tensor:
+    return 1.0 - 2.0 * ((torch.arange(ny)[:, None] + torch.arange(nx)[None, :]) % 2).to(torch.float32)
+
+
+class T1MappingDataset(Dataset):
+    """On-the-fly synthetic saturation-recovery k-space with ground-truth T1 maps.
+
+    Parameters
+    ----------
+    anatomy
+        Tissue fractions; if None, ``load_anatomy(source, split, **anatomy_kwargs)``.
+    source, split
+        Passed to :func:`~simulation.anatomy.load_anatomy` when ``anatomy`` is None.
+    length
+        Number of samples (the index range; every index gives a different random sample).
+    seed
+        Dataset seed; sample ``i`` uses the generator seeded with ``sample_seed(seed, i)``.
+    image_size
+        Output ``(Y, X)`` or one int for square images (192 in the paper).
+    n_coils
+        Number of receiver coils C.
+    times
+        Saturation times [s], e.g. :data:`PAPER_TIMES` or :data:`ABLATION_TIMES`.
+    acceleration
+        ``4`` (fixed), ``(lo, hi)`` (uniform range, a tuple of two), or ``[4, 6, 8]`` /
+        ``(4, 6, 8)`` (uniform choice; a list, or a tuple of length != 2).
+    n_center
+        Fully sampled central phase-encode lines (``None``: the sampling function's default).
+    noise_sigma
+        ``σ`` or ``(lo, hi)``: per-sample noise standard deviation (real and imaginary part each).
+    trajectory
+        ``"cartesian"`` (1-D variable-density masks along Y, one per time) or ``"radial"``.
+    n_spokes
+        Radial only: spokes per time; default ``round(π/2 · max(Y, X) / acceleration)``.
+    n_readout
+        Radial only: samples per spoke; default ``2 · max(Y, X)`` (twofold readout oversampling).
+    augmentation
+        :class:`~simulation.augmentation.AugmentationConfig` (default: the paper-like settings).
+    fov_mm
+        Field of view of the output; default the larger extent of the anatomy grid.
+    dtype
+        ``torch.complex64`` (default) or ``torch.complex128``; real outputs use the matching
+        real dtype.
+    anatomy_kwargs
+        Extra arguments to ``load_anatomy`` (``cache_dir``, ``download``, ``shape``, ...).
+
+    Notes
+    -----
+    ``__getitem__`` returns a dict:
+
+    ``kspace`` ``(T, C, Y, X)`` complex (radial ``(T, C, K)``), zero where not sampled;
+    ``mask`` ``(T, Y, X)`` bool (Cartesian only); ``trajectory`` ``(T, 2, K)`` (radial only);
+    ``csm`` ``(C, Y, X)`` complex; ``params`` ``(3, Y, X)`` real = (Re M0, Im M0, R1 [1/s]);
+    ``images`` ``(T, Y, X)`` complex, noise-free; ``brain_mask`` ``(Y, X)`` bool;
+    ``times`` ``(T,)`` [s]; ``sigma`` ``()``; ``acceleration`` ``()`` (nominal; radial: Nyquist
+    spokes / spokes); ``slice_index`` ``()`` long (index into the anatomy's slices).
+    """
+
+    def __init__(
+        self,
+        anatomy: Anatomy | None = None,
+        *,
+        source: str = "mni152",
+        split: str = "train",
+        length: int = 1000,
+        seed: int = 0,
+        image_size: int | tuple[int, int] = 192,
+        n_coils: int = 8,
+        times: Sequence[float] | torch.Tensor = PAPER_TIMES,
+        acceleration: AccelerationSpec = 4,
+        n_center: int | None = None,
+        noise_sigma: float | tuple[float, float] = (0.001, 0.04),
+        trajectory: str = "cartesian",
+        n_spokes: int | None = None,
+        n_readout: int | None = None,
+        augmentation: AugmentationConfig | None = None,
+        fov_mm: float | None = None,
+        dtype: torch.dtype = torch.complex64,
+        anatomy_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if anatomy is None:
+            anatomy = load_anatomy(source, split, **(anatomy_kwargs or {}))
+        elif not isinstance(anatomy, Anatomy):
+            raise TypeError(f"anatomy must be an Anatomy or None; got {type(anatomy).__name__}")
+        if anatomy.n_slices < 1:
+            raise ValueError(f"anatomy must hold at least one slice; got {anatomy!r}")
+        if int(length) < 0:
+            raise ValueError(f"length must be >= 0; got {length}")
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        if len(image_size) != 2 or min(image_size) < 4:
+            raise ValueError(f"image_size must be an int or (Y, X), each >= 4; got {image_size}")
+        if int(n_coils) < 1:
+            raise ValueError(f"n_coils must be >= 1; got {n_coils}")
+        if dtype not in (torch.complex64, torch.complex128):
+            raise TypeError(f"dtype must be torch.complex64 or torch.complex128; got {dtype}")
+        if trajectory not in ("cartesian", "radial"):
+            raise ValueError(f"trajectory must be 'cartesian' or 'radial'; got {trajectory!r}")
+        t = torch.as_tensor(times, dtype=torch.float64).flatten()
+        if t.numel() < 1 or not bool((t > 0).all()):
+            raise ValueError(f"times must be a non-empty sequence of positive seconds; got {times!r}")
+        self.anatomy = anatomy
+        self.length = int(length)
+        self.seed = int(seed)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.n_coils = int(n_coils)
+        self.dtype = dtype
+        self.real_dtype = torch.float32 if dtype == torch.complex64 else torch.float64
+        self.times = t.to(self.real_dtype)
+        self.acceleration_kind, self.acceleration_values = _parse_acceleration(acceleration)
+        self.n_center = n_center
+        self.noise_sigma = _parse_range("noise_sigma", noise_sigma)
+        self.trajectory = trajectory
+        self.n_spokes = n_spokes
+        self.n_readout = n_readout
+        self.augmentation = AugmentationConfig() if augmentation is None else augmentation
+        self.fov_mm = fov_mm
+        ny, nx = self.image_size
+        self._even = ny % 2 == 0 and nx % 2 == 0
+        chk = _checkerboard(ny, nx)
+        self._chk_in = chk.to(self.real_dtype)
+        # centred FFT = (-1)^(ky - Y/2 + kx - X/2) · FFT((-1)^(y + x) · image) for even sizes
+        self._chk_out = (chk * (-1.0) ** ((ny + nx) // 2)).to(self.real_dtype)
+        self._signal_model = SaturationRecovery(self.times)
+
+    def __len__(self) -> int:
+        return self.length
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _draw_acceleration(self, g: torch.Generator) -> float:
+        vals = self.acceleration_values
+        if self.acceleration_kind == "fixed":
+            return vals[0]
+        if self.acceleration_kind == "range":
+            return _uniform(g, vals[0], vals[1])
+        return vals[int(torch.randint(len(vals), (), generator=g))]
+
+    def _maps(self, g: torch.Generator, n: int) -> dict[str, torch.Tensor]:
+        """Augmented maps of slice ``n``: pd, t1 (with T1 polynomial), bias·phase, brain, tissue."""
+        a = self.anatomy
+        values = sample_tissue_values(a.class_names, g)
+        w, b, names = map_weights(values, a.class_names, with_t2=False)
+        theta = random_affine(a.shape, a.voxel_size_mm, self.image_size, self.augmentation, g, self.fov_mm)
+        maps = warp_linear_maps(self.anatomy.fractions[:, n].contiguous(), w, b, theta, self.image_size)
+        out = dict(zip(names, maps.unbind(0)))
+        cfg = self.augmentation
+        fields = random_smooth_fields(
+            self.image_size,
+            (cfg.t1_degree, cfg.bias_degree, cfg.phase_degree),
+            (cfg.t1_max_rel, cfg.bias_max_log, cfg.phase_max),
+            g,
+        )
+        out["t1"] = out["t1"] * (1 + fields[0])
+        out["bias"] = fields[1].exp()
+        out["phase"] = fields[2]
+        out["pd"] = out["pd"].clamp_min(0)
+        return out
+
+    def _coil_maps(self, g: torch.Generator, tissue: torch.Tensor) -> torch.Tensor:
+        from operators import simulate_coil_maps
+
+        obj = tissue > 0.05
+        return simulate_coil_maps(self.n_coils, self.image_size, object_mask=obj, generator=g, dtype=self.dtype)
+
+    def _cartesian_kspace(
+        self, images: torch.Tensor, csm: torch.Tensor, mask: torch.Tensor, sigma: float, g: torch.Generator
+    ) -> torch.Tensor:
+        t, ny, nx = images.shape
+        c = csm.shape[0]
+        lines = mask.any(-1)  # (T, Y) sampled phase-encode lines
+        line_mask = bool((mask == lines[..., None]).all())
+        if not (self._even and line_mask):
+            from operators import MultiCoilCartesianOp
+
+            k = MultiCoilCartesianOp(csm[None], mask[None])(images[None])[0]
+            noise = torch.randn(*k.shape, 2, generator=g, dtype=self.real_dtype)
+            return k + sigma * torch.view_as_complex(noise) * mask[:, None]
+        # MKL's 2-D FFT beats a Y-only FFT on this layout (which transposes internally), so the
+        # full grid is transformed; unsampled lines are then zeroed by the mask
+        k = torch.fft.fft2((images * self._chk_in)[:, None] * csm[None], norm="ortho")  # (T, C, Y, X)
+        k.mul_((lines[..., None] * self._chk_out)[:, None])
+        by_line = k.transpose(1, 2)  # (T, Y, C, X) view
+        sampled = by_line[lines]  # (L, C, X) copy of the sampled lines
+        noise = torch.randn(*sampled.shape, 2, generator=g, dtype=self.real_dtype)
+        sampled.add_(torch.view_as_complex(noise), alpha=sigma)
+        by_line[lines] = sampled
+        return k
+
+    def _radial(
+        self, images: torch.Tensor, csm: torch.Tensor, accel: float, sigma: float, g: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        if get_worker_info() is not None:
+            raise RuntimeError(
+                "T1MappingDataset(trajectory='radial') cannot run in a DataLoader worker process "
+                "(torchkbnufft misbehaves there); use num_workers=0"
+            )
+        from operators import MultiCoilNUFFTOp, radial_trajectory
+
+        n = max(self.image_size)
+        spokes = self.n_spokes if self.n_spokes is not None else max(1, round(math.pi / 2 * n / accel))
+        readout = self.n_readout if self.n_readout is not None else 2 * n
+        traj = radial_trajectory(images.shape[0], spokes, readout, mode="rotated").to(self.real_dtype)
+        ang = _uniform(g, -math.pi, math.pi)
+        rot = torch.tensor([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]], dtype=self.real_dtype)
+        traj = torch.remainder(torch.einsum("ij,tjk->tik", rot, traj) + math.pi, 2 * math.pi) - math.pi
+        op = MultiCoilNUFFTOp(csm[None], traj[None])
+        k = op(images[None])[0]
+        noise = torch.randn(*k.shape, 2, generator=g, dtype=self.real_dtype)
+        k = k + sigma * torch.view_as_complex(noise)
+        return {
+            "kspace": k.to(self.dtype),
+            "trajectory": traj,
+            "acceleration": torch.tensor(math.pi / 2 * n / spokes, dtype=self.real_dtype),
+        }
+
+    # -- sample ------------------------------------------------------------------------------
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.length <= int(index) < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
+        index = int(index) % self.length
+        g = torch.Generator().manual_seed(sample_seed(self.seed, index))
+        n = int(torch.randint(self.anatomy.n_slices, (), generator=g))
+        m = self._maps(g, n)
+        rdt = self.real_dtype
+        m0 = torch.polar(m["pd"] * m["bias"], m["phase"])
+        params = torch.stack([m0.real, m0.imag, 1.0 / m["t1"]]).to(rdt)
+        images = self._signal_model(params[None])[0].to(self.dtype)
+        csm = self._coil_maps(g, m["tissue"]).to(self.dtype)
+        accel = self._draw_acceleration(g)
+        out: dict[str, torch.Tensor] = {}
+        if self.trajectory == "cartesian":
+            from operators import variable_density_mask
+
+            mask = variable_density_mask(
+                len(self.times), self.image_size, accel, n_center=self.n_center, generator=g
+            ).bool()
+            sigma = _uniform(g, *self.noise_sigma)
+            out["kspace"] = self._cartesian_kspace(images, csm, mask, sigma, g)
+            out["mask"] = mask
+            out["acceleration"] = torch.tensor(accel, dtype=rdt)
+        else:
+            sigma = _uniform(g, *self.noise_sigma)
+            out.update(self._radial(images, csm, accel, sigma, g))
+        out.update(
+            csm=csm,
+            params=params,
+            images=images,
+            brain_mask=m["brain"] >= 0.5,
+            times=self.times.clone(),
+            sigma=torch.tensor(sigma, dtype=rdt),
+            slice_index=torch.tensor(n, dtype=torch.long),
+        )
+        return out
+
+    def __repr__(self) -> str:
+        acc = self.acceleration_values if self.acceleration_kind != "fixed" else self.acceleration_values[0]
+        return (
+            f"T1MappingDataset(source={self.anatomy.source!r}, split={self.anatomy.split!r}, length={self.length}, "
+            f"seed={self.seed}, image_size={self.image_size}, n_coils={self.n_coils}, "
+            f"times={tuple(self.times.tolist())}, acceleration={acc} ({self.acceleration_kind}), "
+            f"trajectory={self.trajectory!r})"
+        )

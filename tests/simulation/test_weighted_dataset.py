@@ -1,0 +1,135 @@
+"""WeightedImageDataset: shapes, determinism, protocols, image formation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from simulation.anatomy import load_anatomy
+from simulation.augmentation import AugmentationConfig
+from simulation.tissues import TISSUE_RANGES
+from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
+
+
+@pytest.fixture(scope="module")
+def anatomy():
+    return load_anatomy("phantom", "train", shape=(32, 32), n_slices=3)
+
+
+def test_shapes_dtypes_and_determinism(anatomy):
+    ds = WeightedImageDataset(anatomy, length=6, seed=5, image_size=24)
+    s = ds[2]
+    assert s["images"].shape == (3, 24, 24) and s["images"].dtype == torch.float32
+    assert s["sequence_params"].shape == (3, 4) and s["sequence_params"].dtype == torch.float32
+    assert s["sequence_types"].shape == (3,) and s["sequence_types"].dtype == torch.long
+    assert s["params"].shape == (3, 24, 24) and s["params"].dtype == torch.float32
+    assert s["brain_mask"].shape == (24, 24) and s["brain_mask"].dtype == torch.bool
+    assert s["scale"].shape == (3,) and s["sigma"].shape == (3,)
+    again = WeightedImageDataset(anatomy, length=6, seed=5, image_size=24)[2]
+    for k in s:
+        assert torch.equal(s[k], again[k]), k
+    other = ds[3]
+    assert not torch.equal(s["images"], other["images"])
+    assert not torch.equal(s["sequence_params"], other["sequence_params"])
+    assert not torch.equal(s["images"], WeightedImageDataset(anatomy, length=6, seed=6, image_size=24)[2]["images"])
+    assert bool((s["images"] >= 0).all())
+    with pytest.raises(IndexError):
+        ds[6]
+
+
+def test_protocols_within_ranges_and_both_t1w_kinds(anatomy):
+    pr = ProtocolRanges()
+    ds = WeightedImageDataset(anatomy, length=60, seed=0, image_size=8)
+    kinds = set()
+    for i in range(60):
+        seq, types = ds.draw_protocol(torch.Generator().manual_seed(i))
+        tr, te, ti, fa = seq.T.tolist()
+        kind = SEQUENCE_TYPES[types[0]]
+        kinds.add(kind)
+        if kind == "spin_echo":
+            assert pr.t1w_se_tr[0] <= tr[0] <= pr.t1w_se_tr[1] and pr.t1w_se_te[0] <= te[0] <= pr.t1w_se_te[1]
+            assert fa[0] == 90.0
+        else:
+            assert kind == "spoiled_gre"
+            assert pr.t1w_gre_tr[0] <= tr[0] <= pr.t1w_gre_tr[1]
+            assert pr.t1w_gre_fa[0] <= fa[0] <= pr.t1w_gre_fa[1]
+        assert SEQUENCE_TYPES[types[1]] == "spin_echo" and SEQUENCE_TYPES[types[2]] == "flair"
+        assert pr.t2w_tr[0] <= tr[1] <= pr.t2w_tr[1] and pr.t2w_te[0] <= te[1] <= pr.t2w_te[1]
+        assert pr.flair_ti[0] <= ti[2] <= pr.flair_ti[1] and ti[0] == ti[1] == 0.0
+        assert pr.flair_tr[0] <= tr[2] <= pr.flair_tr[1]
+    assert kinds == {"spin_echo", "spoiled_gre"}
+    only_se = WeightedImageDataset(anatomy, length=5, image_size=8, protocols=ProtocolRanges(t1w_gre_prob=0.0))
+    assert all(int(only_se[i]["sequence_types"][0]) == 0 for i in range(5))
+
+
+def test_protocol_ranges_validation():
+    with pytest.raises(ValueError, match="flair_ti"):
+        ProtocolRanges(flair_ti=(1.0, 7.0))
+    with pytest.raises(ValueError, match="t2w_te"):
+        ProtocolRanges(t2w_te=(0.2, 0.1))
+    with pytest.raises(ValueError, match="t1w_gre_prob"):
+        ProtocolRanges(t1w_gre_prob=2.0)
+
+
+def test_images_follow_signal_models_up_to_scale(anatomy):
+    aug = AugmentationConfig(bias_max_log=0.0)
+    ds = WeightedImageDataset(anatomy, length=4, seed=1, image_size=32, augmentation=aug,
+                              protocols=ProtocolRanges(noise_rel=(0.0, 0.0)), dtype=torch.float64)
+    for i in range(4):
+        s = ds[i]
+        clean = ds.signal(s["params"][None], s["sequence_params"], s["sequence_types"])[0].abs()
+        torch.testing.assert_close(s["images"], clean * s["scale"][:, None, None], rtol=1e-10, atol=1e-12)
+        assert bool((s["sigma"] == 0).all())
+        # an independent closed form for the T2w spin echo
+        pd, t1, t2 = s["params"]
+        tr, te = s["sequence_params"][1, :2].tolist()
+        expected = pd * (1 - torch.exp(-tr / t1)) * torch.exp(-te / t2) * s["scale"][1]
+        torch.testing.assert_close(s["images"][1], expected)
+
+
+def test_bias_and_noise_are_bounded(anatomy):
+    pr = ProtocolRanges()
+    ds = WeightedImageDataset(anatomy, length=3, seed=2, image_size=32, protocols=pr, fov_mm=56.0)
+    nb = WeightedImageDataset(anatomy, length=3, seed=2, image_size=32, fov_mm=56.0,
+                              protocols=ProtocolRanges(noise_rel=(0.0, 0.0)),
+                              augmentation=AugmentationConfig(bias_max_log=0.0))
+    noise_free = WeightedImageDataset(anatomy, length=3, seed=2, image_size=32, fov_mm=56.0,
+                                      protocols=ProtocolRanges(noise_rel=(0.0, 0.0)))
+    for i in range(3):
+        s, ref = ds[i], nb[i]
+        assert bool((s["scale"] >= pr.scale[0]).all() and (s["scale"] <= pr.scale[1]).all())
+        # σ relative to the mean noise-free, bias-free signal in the brain
+        level = (ref["images"] / ref["scale"][:, None, None])[:, s["brain_mask"]].mean(-1)
+        rel = s["sigma"] / (s["scale"] * level)
+        assert bool((rel >= pr.noise_rel[0] - 1e-6).all() and (rel <= pr.noise_rel[1] + 1e-6).all())
+        # in air the image is pure Rician noise: mean ≈ σ sqrt(pi/2)
+        air = s["params"][0] < 1e-5
+        assert int(air.sum()) > 50
+        for c in range(3):
+            m = float(s["images"][c][air].mean())
+            rayleigh_mean = float(s["sigma"][c]) * math.sqrt(math.pi / 2)
+            assert 0.6 * rayleigh_mean < m < 1.5 * rayleigh_mean
+        # noise-free twins with and without bias: their ratio is the bias field, within exp(±0.3)
+        nf = noise_free[i]
+        inside = s["brain_mask"] & (ref["images"].amin(0) > 1e-3)
+        ratio = (nf["images"] / ref["images"].clamp_min(1e-6))[:, inside]
+        assert float(ratio.min()) >= math.exp(-0.3) - 1e-4 and float(ratio.max()) <= math.exp(0.3) + 1e-4
+        assert float(ratio.std()) > 1e-3
+
+
+def test_targets_within_tissue_ranges(anatomy):
+    ds = WeightedImageDataset(anatomy, length=5, seed=3, image_size=32)
+    t1_lo = min(TISSUE_RANGES[n].t1[0] for n in anatomy.class_names) * 0.9
+    t1_hi = max(TISSUE_RANGES[n].t1[1] for n in anatomy.class_names) * 1.1
+    t2_lo = min(TISSUE_RANGES[n].t2[0] for n in anatomy.class_names) * 0.9
+    t2_hi = max(TISSUE_RANGES[n].t2[1] for n in anatomy.class_names) * 1.1
+    for i in range(5):
+        s = ds[i]
+        pd, t1, t2 = s["params"]
+        b = s["brain_mask"]
+        assert int(b.sum()) > 100
+        assert float(t1[b].min()) >= t1_lo - 1e-4 and float(t1[b].max()) <= t1_hi + 1e-4
+        assert float(t2[b].min()) >= t2_lo * 0.5 and float(t2[b].max()) <= t2_hi + 1e-4
+        assert float(pd.min()) >= 0 and float(pd.max()) <= 1.0 + 1e-6
