@@ -1,39 +1,48 @@
 """MRI encoding operators: linear-operator algebra, centred orthonormal FFTs, coil sensitivities,
-Cartesian sampling, NUFFT (torchkbnufft) and coil-map simulation/estimation.
+Cartesian sampling, NUFFT and coil-map simulation/estimation.
 
 Conventions (see DESIGN.md): image series ``(*b, T, Y, X)`` complex; coil maps ``(*b, C, Y, X)``;
 Cartesian k-space ``(*b, T, C, Y, X)`` on the full grid with zeros where not sampled; the FFT is
-centred (``ifftshift`` -> ``fftn(norm="ortho")`` -> ``fftshift``) and orthonormal.
+centred (``ifftshift`` -> ``fftn(norm="ortho")`` -> ``fftshift``, see :mod:`operators.fft`) and
+orthonormal. The NUFFT is the project's own Kaiser–Bessel gridding (:mod:`operators.nufft`
+says why torchkbnufft is not used at run time).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .cartesian import MultiCoilCartesianOp
+from .coil_maps import estimate_coil_maps, simulate_coil_maps
+from .fft import FFTOp
+from .linear_operator import (
+    AdjointOperator,
+    IdentityOperator,
+    LinearOperator,
+    ProductOperator,
+    ScaledOperator,
+    SumOperator,
+)
+from .norm import operator_norm
+from .nufft import MultiCoilNUFFTOp, NUFFTOp
+from .sampling import radial_trajectory, variable_density_mask
+from .sampling_operator import MaskOp
+from .sensitivity import SensitivityOp
 
-_PUBLIC = {
-    "LinearOperator": "linear_operator",
-    "AdjointOperator": "linear_operator",
-    "ProductOperator": "linear_operator",
-    "SumOperator": "linear_operator",
-    "ScaledOperator": "linear_operator",
-    "IdentityOperator": "linear_operator",
-    "FFTOp": "fft",
-    "MaskOp": "sampling_operator",
-    "SensitivityOp": "sensitivity",
-    "MultiCoilCartesianOp": "cartesian",
-    "operator_norm": "norm",
-    "NUFFTOp": "nufft",
-    "MultiCoilNUFFTOp": "nufft",
-    "variable_density_mask": "sampling",
-    "radial_trajectory": "sampling",
-    "simulate_coil_maps": "coil_maps",
-    "estimate_coil_maps": "coil_maps",
-}
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "AdjointOperator",
+    "FFTOp",
+    "IdentityOperator",
+    "LinearOperator",
+    "MaskOp",
+    "MultiCoilCartesianOp",
+    "MultiCoilNUFFTOp",
+    "NUFFTOp",
+    "ProductOperator",
+    "ScaledOperator",
+    "SensitivityOp",
+    "SumOperator",
+    "estimate_coil_maps",
+    "operator_norm",
+    "radial_trajectory",
+    "simulate_coil_maps",
+    "variable_density_mask",
+]

@@ -1,27 +1,34 @@
-"""Simulation: signal models, brain anatomy, tissue values, augmentation and synthetic datasets."""
+"""Simulation: signal models, brain anatomy, tissue values, augmentation and synthetic datasets.
+
+Times are in seconds, flip angles in degrees. The default anatomy is the offline MNI ICBM152
+2009a template shipped in nilearn's package data (see NOTICE); BrainWeb is downloaded on request.
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .anatomy import Anatomy, load_anatomy
+from .brainweb import download_brainweb
+from .signal_models import (
+    FLAIR,
+    InversionPreparedGRE,
+    InversionRecovery,
+    SaturationRecovery,
+    SpinEcho,
+    SpoiledGRE,
+)
+from .t1_dataset import T1MappingDataset
+from .weighted_dataset import WeightedImageDataset
 
-_PUBLIC = {
-    "SaturationRecovery": "signal_models",
-    "InversionRecovery": "signal_models",
-    "SpinEcho": "signal_models",
-    "FLAIR": "signal_models",
-    "SpoiledGRE": "signal_models",
-    "InversionPreparedGRE": "signal_models",
-    "load_anatomy": "anatomy",
-    "Anatomy": "anatomy",
-    "download_brainweb": "brainweb",
-    "T1MappingDataset": "t1_dataset",
-    "WeightedImageDataset": "weighted_dataset",
-}
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "FLAIR",
+    "Anatomy",
+    "InversionPreparedGRE",
+    "InversionRecovery",
+    "SaturationRecovery",
+    "SpinEcho",
+    "SpoiledGRE",
+    "T1MappingDataset",
+    "WeightedImageDataset",
+    "download_brainweb",
+    "load_anatomy",
+]

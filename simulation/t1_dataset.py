@@ -37,9 +37,8 @@ Speed
 Radial
     ``trajectory="radial"``: per-time rotated radial trajectories (``radial_trajectory(...,
     mode="rotated")``, rotated as a whole by a random angle per sample), k-space ``(T, C, K)`` by
-    ``MultiCoilNUFFTOp``. torchkbnufft misbehaves in ``DataLoader`` worker processes, so the
-    NUFFT is built inside ``__getitem__`` and the radial variant raises ``RuntimeError`` when it
-    is used in a worker: use ``num_workers=0``.
+    ``MultiCoilNUFFTOp`` (the project's own Kaiser–Bessel gridding, which also works inside
+    ``DataLoader`` worker processes).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from .anatomy import Anatomy, load_anatomy
 from .signal_models import SaturationRecovery
@@ -299,11 +298,6 @@ class T1MappingDataset(Dataset):
     def _radial(
         self, images: torch.Tensor, csm: torch.Tensor, accel: float, sigma: float, g: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        if get_worker_info() is not None:
-            raise RuntimeError(
-                "T1MappingDataset(trajectory='radial') cannot run in a DataLoader worker process "
-                "(torchkbnufft misbehaves there); use num_workers=0"
-            )
         from operators import MultiCoilNUFFTOp, radial_trajectory
 
         n = max(self.image_size)
