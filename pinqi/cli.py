@@ -1,0 +1,132 @@
+"""Command-line interface: ``pinqi simulate | train | evaluate | demo | map``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_RUN_DIR = Path("runs")
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="write fixed validation/test sets to HDF5 (or download BrainWeb)")
+    p.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR / "data", help="output folder")
+    p.add_argument("--anatomy", default="mni152", choices=["mni152", "brainweb", "phantom"])
+    p.add_argument("--splits", nargs="+", default=["val", "test"], choices=["train", "val", "test"])
+    p.add_argument("--n-per-acceleration", type=int, default=16, help="slices per acceleration and split")
+    p.add_argument("--accelerations", type=float, nargs="+", default=[4.0, 6.0, 8.0])
+    p.add_argument("--size", type=int, default=192, help="image size (pixels)")
+    p.add_argument("--coils", type=int, default=8)
+    p.add_argument("--times", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 8.0], help="seconds")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--download-brainweb", action="store_true", help="download the 20 BrainWeb subjects first")
+    p.add_argument("--cache-dir", type=Path, default=None, help="BrainWeb cache (default ~/.cache/pinqi)")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train PINQI (or W2Q with --task w2q)")
+    p.add_argument("--task", default="pinqi", choices=["pinqi", "w2q"])
+    p.add_argument("--preset", default="cpu", help="cpu | paper | micro")
+    p.add_argument("--config", type=Path, default=None, help="JSON file of overrides")
+    p.add_argument("--mode", default="supervised", choices=["supervised", "self-supervised"], help="W2Q only")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<task>-<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a trained model on a simulated HDF5 test set")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="test set written by `pinqi simulate`")
+    p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and the figure")
+    p.add_argument("--baselines", nargs="*", default=["cg-sense"], choices=["cg-sense", "zero-filled"])
+    p.add_argument("--batch-size", type=int, default=4)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="simulate, train briefly on CPU, evaluate against CG-SENSE + fit")
+    p.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR / "demo")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's short run)")
+
+
+def _add_map(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="T1/T2/PD maps from T1w/T2w/FLAIR NIfTI images (W2Q)")
+    p.add_argument("--t1w", type=Path)
+    p.add_argument("--t2w", type=Path)
+    p.add_argument("--flair", type=Path)
+    p.add_argument("--brain-mask", type=Path, default=None)
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the weights shipped with the package")
+    p.add_argument("--out", type=Path, required=True)
+    for contrast, name in (("t1w", "T1w"), ("t2w", "T2w"), ("flair", "FLAIR")):
+        p.add_argument(f"--tr-{contrast}", type=float, default=None, help=f"{name} RepetitionTime [s] (overrides the sidecar)")
+        p.add_argument(f"--te-{contrast}", type=float, default=None, help=f"{name} EchoTime [s]")
+        p.add_argument(f"--ti-{contrast}", type=float, default=None, help=f"{name} InversionTime [s]")
+        p.add_argument(f"--fa-{contrast}", type=float, default=None, help=f"{name} FlipAngle [deg]")
+        p.add_argument(
+            f"--seq-{contrast}", default=None, choices=["spin_echo", "spoiled_gre", "flair"], help=f"{name} sequence type"
+        )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinqi", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_map):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pinqi`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "simulate":
+            from .commands import simulate
+
+            simulate(args)
+        elif args.command == "train":
+            from .commands import train
+
+            train(args)
+        elif args.command == "evaluate":
+            from .commands import evaluate
+
+            evaluate(args)
+        elif args.command == "demo":
+            from .commands import demo
+
+            demo(args)
+        elif args.command == "map":
+            from .commands import map_images
+
+            map_images(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"pinqi {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_table(rows: list[dict[str, object]]) -> str:
+    """A markdown table of ``rows`` (all rows share the first row's keys); returned and printed."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)

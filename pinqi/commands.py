@@ -1,0 +1,211 @@
+"""Implementations of the ``pinqi`` sub-commands (argument parsing lives in :mod:`pinqi.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .cli import print_table
+
+
+# -- simulate ----------------------------------------------------------------------------------
+def simulate_split(
+    out: Path,
+    split: str,
+    *,
+    anatomy: str = "mni152",
+    n_per_acceleration: int = 16,
+    accelerations: tuple[float, ...] = (4.0, 6.0, 8.0),
+    size: int = 192,
+    coils: int = 8,
+    times: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 8.0),
+    seed: int = 1234,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Write (or reuse) the fixed ``split`` set as ``out/<split>.h5``; returns its path."""
+    from simulation.h5io import ensure_t1_dataset_h5
+
+    path = Path(out) / f"{split}.h5"
+    ensure_t1_dataset_h5(
+        path,
+        anatomy=anatomy,
+        split=split,
+        n_per_acceleration=n_per_acceleration,
+        accelerations=tuple(accelerations),
+        image_size=size,
+        n_coils=coils,
+        times=tuple(times),
+        seed=seed,
+        cache_dir=cache_dir,
+    )
+    return path
+
+
+def simulate(args: argparse.Namespace) -> None:
+    if args.download_brainweb:
+        from simulation import download_brainweb
+
+        paths = download_brainweb(cache_dir=args.cache_dir)
+        print(f"BrainWeb: {len(paths)} subjects cached")
+    for split in args.splits:
+        path = simulate_split(
+            args.out,
+            split,
+            anatomy=args.anatomy,
+            n_per_acceleration=args.n_per_acceleration,
+            accelerations=tuple(args.accelerations),
+            size=args.size,
+            coils=args.coils,
+            times=tuple(args.times),
+            seed=args.seed,
+            cache_dir=args.cache_dir,
+        )
+        print(f"{split}: {path}")
+
+
+# -- train -------------------------------------------------------------------------------------
+def train(args: argparse.Namespace) -> None:
+    if args.task == "w2q":
+        from .w2q_training import train_w2q
+
+        train_w2q(args)
+        return
+    from .training import Trainer
+    from .training_config import load_train_config
+
+    config = load_train_config(args.preset, args.config)
+    if args.steps is not None:
+        config = config.replace(steps=args.steps)
+    out = args.out or Path("runs") / f"pinqi-{args.preset}"
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
+    records = trainer.run()
+    if trainer.ctx.is_main and records:
+        print(f"trained to step {trainer.step}; last loss {records[-1]['loss']:.4g}; "
+              f"skipped {trainer.skipped}; checkpoint {out / 'checkpoint.pt'}")
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+def _batches(data: dict[str, torch.Tensor], batch_size: int) -> list[dict[str, torch.Tensor]]:
+    n = data["kspace"].shape[0]
+    return [{k: v[i : i + batch_size] for k, v in data.items()} for i in range(0, n, batch_size)]
+
+
+def evaluation_methods(model: Any, times: torch.Tensor, baselines: list[str]) -> dict[str, Any]:
+    """Method name -> callable(batch) -> parameters (B, 3, Y, X)."""
+    from simulation import SaturationRecovery
+
+    from .baselines.classical import cg_sense_fit, zero_filled_fit
+
+    q = SaturationRecovery(times)
+    methods: dict[str, Any] = {}
+    if model is not None:
+        methods["PINQI"] = lambda b: model(b["kspace"], b["csm"], b["mask"], signal_model=q).final
+    if "cg-sense" in baselines:
+        methods["CG-SENSE + fit"] = lambda b: cg_sense_fit(b["kspace"], b["csm"], b["mask"], q).parameters
+    if "zero-filled" in baselines:
+        methods["zero-filled + fit"] = lambda b: zero_filled_fit(b["kspace"], b["csm"], b["mask"], q).parameters
+    return methods
+
+
+def run_evaluation(
+    checkpoint: Path | None,
+    data_path: Path,
+    out: Path,
+    baselines: list[str],
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """Evaluate PINQI (when ``checkpoint`` is given) and baselines; writes metrics.json and a figure."""
+    from simulation.h5io import read_t1_dataset_h5
+
+    from .evaluation import evaluate_method, save_map_figure, write_json
+    from .training import load_pinqi
+
+    data = read_t1_dataset_h5(data_path)
+    times = data["times"][0] if data["times"].ndim == 2 else data["times"]
+    model = None
+    if checkpoint is not None:
+        model, _ = load_pinqi(checkpoint)
+        if model.n_times != times.numel():
+            raise ValueError(
+                f"{checkpoint} was trained with {model.n_times} saturation times; {data_path} has {times.numel()}"
+            )
+    batches = _batches(data, batch_size)
+    results: dict[str, Any] = {}
+    first_preds: dict[str, torch.Tensor] = {}
+    for name, method in evaluation_methods(model, times, baselines).items():
+        outcome = evaluate_method(method, batches)
+        first_preds[name] = outcome.pop("predictions")[0][0]
+        results[name] = outcome
+    rows = []
+    for name, outcome in results.items():
+        for acc, metrics in outcome["per_acceleration"].items():
+            rows.append(
+                {
+                    "method": name,
+                    "acceleration": acc,
+                    "T1 nRMSE": f"{metrics['nrmse']['mean']:.4f} ± {metrics['nrmse']['sd']:.4f}",
+                    "T1 MAE [s]": f"{metrics['mae']['mean']:.4f} ± {metrics['mae']['sd']:.4f}",
+                    "T1 SSIM": f"{metrics['ssim']['mean']:.4f} ± {metrics['ssim']['sd']:.4f}",
+                    "s/slice": round(outcome["seconds_per_slice"], 3),
+                }
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    table = print_table(rows)
+    write_json(out / "metrics.json", {"data": str(data_path), "checkpoint": str(checkpoint), "results": results})
+    (out / "metrics.md").write_text(table + "\n")
+    acc0 = float(data["acceleration"][0])
+    save_map_figure(
+        out / "maps.png",
+        data["params"][0],
+        first_preds,
+        data["brain_mask"][0],
+        title=f"test slice 0, {acc0:g}x",
+    )
+    return results
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    out = args.out or args.checkpoint.parent / "evaluation"
+    run_evaluation(args.checkpoint, args.data, out, list(args.baselines), args.batch_size)
+    print(f"wrote {out / 'metrics.json'} and {out / 'maps.png'}")
+
+
+# -- demo --------------------------------------------------------------------------------------
+DEMO_STEPS = 150
+
+
+def demo(args: argparse.Namespace) -> None:
+    """Simulate a small test set, train the cpu preset briefly, evaluate against CG-SENSE + fit."""
+    from .training import Trainer
+    from .training_config import cpu_preset
+
+    out: Path = args.out
+    started = time.perf_counter()
+    config = cpu_preset()
+    steps = args.steps if args.steps is not None else DEMO_STEPS
+    config = config.replace(steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 5)),
+                            pretrain_steps=min(config.pretrain_steps, steps // 3),
+                            checkpoint_every=max(1, steps // 3))
+    print(f"[1/3] simulating a test set ({config.image_size}x{config.image_size}, {config.n_coils} coils) ...")
+    test_path = simulate_split(
+        out / "data", "test", anatomy=config.anatomy, n_per_acceleration=4,
+        size=config.image_size, coils=config.n_coils, times=config.times,
+    )
+    print(f"[2/3] training PINQI for {config.steps + config.pretrain_steps} steps (cpu preset, shortened) ...")
+    trainer = Trainer(config, out / "train", resume=True)
+    trainer.run()
+    print("[3/3] evaluating PINQI against CG-SENSE + pixel-wise fit ...")
+    run_evaluation(out / "train" / "checkpoint.pt", test_path, out / "evaluation", ["cg-sense"])
+    print(f"done in {time.perf_counter() - started:.0f} s; T1 maps: {out / 'evaluation' / 'maps.png'}")
+
+
+# -- map (W2Q) ---------------------------------------------------------------------------------
+def map_images(args: argparse.Namespace) -> None:
+    from .w2q_cli import run_map
+
+    run_map(args)
+

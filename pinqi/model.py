@@ -1,0 +1,301 @@
+"""The PINQI model: an unrolled half-quadratic splitting with learned regularisers.
+
+Each of T iterations solves
+
+1. data consistency  ``(AᴴA + (λ_q + λ_y) I) y = Aᴴk + λ_q q(p) + λ_y Y_θ(y)``  (CG, implicit backward)
+2. the signal fit   ``p = argmin ||q(p) − y||² + λ_p ||p − P_θ(y)||²``        (pixel-wise L-BFGS,
+   implicit backward)
+
+with per-iteration learnable λ kept positive by a softplus. The initial image y₀ comes from a few
+CG iterations on the normal equations (without gradient: it is preprocessing of the measured
+data), and the initial parameters from p₀ = P_θ(y₀).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from operators import LinearOperator, MultiCoilCartesianOp, MultiCoilNUFFTOp
+from solvers import cg, data_consistency, nonlinear_fit
+
+from .config import PINQIConfig
+from .networks import ImageNet, ParameterNet
+
+
+@dataclass
+class PINQIOutput:
+    """What :meth:`PINQI.forward` returns.
+
+    Attributes
+    ----------
+    parameters
+        ``T + 1`` tensors ``(B, P, Y, X)``: p₀ = P_θ(y₀), then the parameters after each iteration;
+        ``parameters[-1]`` is the final estimate.
+    images
+        ``T + 1`` complex tensors ``(B, T_acq, Y, X)``: y₀, then the image after each iteration's
+        data-consistency step.
+    """
+
+    parameters: list[torch.Tensor]
+    images: list[torch.Tensor]
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The final parameter maps ``(B, P, Y, X)``."""
+        return self.parameters[-1]
+
+
+def _inverse_softplus(value: float, beta: float) -> float:
+    """λ̃ with softplus_β(λ̃) = value."""
+    return math.log(math.expm1(beta * value)) / beta
+
+
+class PINQI(nn.Module):
+    """Physics-informed quantitative MRI reconstruction (Zimmermann et al., IEEE TCI 2024).
+
+    Parameters
+    ----------
+    signal_model
+        Differentiable callable ``q(p)``: ``(B, P, Y, X)`` real -> ``(B, T, Y, X)`` complex, with
+        ``bounds`` (lower, upper: P floats each) and ``n_parameters``; e.g.
+        ``simulation.SaturationRecovery(times)``.
+    config
+        Hyper-parameters and ablation switches; defaults are the paper's.
+    n_times
+        Number of acquisitions T (for the parameter network's input width); defaults to
+        ``signal_model.n_contrasts``.
+    """
+
+    def __init__(
+        self,
+        signal_model: nn.Module,
+        config: PINQIConfig | None = None,
+        n_times: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config or PINQIConfig()
+        self.signal_model = signal_model
+        cfg = self.config
+        n_params = int(getattr(signal_model, "n_parameters", len(signal_model.bounds[0])))
+        n_times = int(n_times if n_times is not None else signal_model.n_contrasts)
+        self.n_times = n_times
+        self.n_parameters = n_params
+        bounds = tuple(tuple(float(v) for v in b) for b in signal_model.bounds)
+        self.bounds = bounds
+        initial_value = getattr(signal_model, "initial_value", None)
+        self.parameter_net = ParameterNet(
+            n_times=n_times,
+            n_parameters=n_params,
+            bounds=bounds,
+            initial_value=initial_value,
+            features=cfg.parameter_features,
+            max_iterations=cfg.n_iterations + 1,
+            checkpoint=cfg.checkpoint_networks,
+        )
+        self.image_net = (
+            ImageNet(
+                features=cfg.image_features,
+                max_iterations=cfg.n_iterations + 1,
+                checkpoint=cfg.checkpoint_networks,
+            )
+            if cfg.use_image_regulariser
+            else None
+        )
+        beta = cfg.softplus_beta
+        iters = torch.arange(1, cfg.n_iterations + 1, dtype=torch.float64)
+        self.raw_lambda_p = nn.Parameter(torch.full((cfg.n_iterations,), _inverse_softplus(cfg.lambda_p, beta)))
+        self.raw_lambda_y = nn.Parameter(torch.full((cfg.n_iterations,), _inverse_softplus(cfg.lambda_y, beta)))
+        self.raw_lambda_q = nn.Parameter(
+            torch.tensor(
+                [_inverse_softplus(cfg.lambda_q_start + cfg.lambda_q_step * float(i), beta) for i in iters],
+            )
+        )
+        if cfg.fit_mode == "gradient-descent":
+            # ablation (e): learned step sizes per iteration and step
+            self.raw_gd_steps = nn.Parameter(torch.full((cfg.n_iterations, cfg.gd_steps), _inverse_softplus(0.05, beta)))
+
+    # -- regularisation strengths --------------------------------------------------------------
+    def _softplus(self, raw: torch.Tensor) -> torch.Tensor:
+        return F.softplus(raw, beta=self.config.softplus_beta)
+
+    def lambdas(self) -> dict[str, torch.Tensor]:
+        """The positive regularisation strengths ``(T,)`` of every iteration."""
+        return {
+            "lambda_p": self._softplus(self.raw_lambda_p),
+            "lambda_y": self._softplus(self.raw_lambda_y),
+            "lambda_q": self._softplus(self.raw_lambda_q),
+        }
+
+    def lambda_parameters(self) -> list[nn.Parameter]:
+        """The raw λ parameters (the optimiser gives them their own learning rate)."""
+        params = [self.raw_lambda_p, self.raw_lambda_y, self.raw_lambda_q]
+        if hasattr(self, "raw_gd_steps"):
+            params.append(self.raw_gd_steps)
+        return params
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Every learnable parameter that is not a λ."""
+        lam_ids = {id(p) for p in self.lambda_parameters()}
+        return [p for p in self.parameters() if id(p) not in lam_ids]
+
+    # -- building blocks -----------------------------------------------------------------------
+    def _check_inputs(self, kspace: torch.Tensor, csm: torch.Tensor) -> None:
+        if not kspace.is_complex():
+            raise TypeError(f"kspace must be complex; got dtype {kspace.dtype}")
+        if not csm.is_complex():
+            raise TypeError(f"csm must be complex; got dtype {csm.dtype}")
+        if kspace.shape[1] != self.n_times:
+            raise ValueError(
+                f"kspace must have {self.n_times} acquisitions in dim 1 (shape (B, T, C, ...)); "
+                f"got shape {tuple(kspace.shape)}"
+            )
+        expected = self.raw_lambda_p.dtype
+        real = kspace.real.dtype
+        if real != expected:
+            raise TypeError(
+                f"kspace dtype {kspace.dtype} does not match the model's {expected} parameters; "
+                "call model.double() for complex128 inputs or pass complex64"
+            )
+
+    def initial_image(self, operator: LinearOperator, kspace: torch.Tensor) -> torch.Tensor:
+        """y₀: ``init_cg_iterations`` CG steps on ``AᴴA y = Aᴴk`` from zero, without gradient."""
+        with torch.no_grad():
+            rhs = operator.adjoint(kspace)
+            if self.config.init_cg_iterations <= 0:
+                return rhs
+            return cg(operator.gram, rhs, tol=0.0, max_iter=self.config.init_cg_iterations).x
+
+    def _fit(
+        self,
+        q: Callable[[torch.Tensor], torch.Tensor],
+        y: torch.Tensor,
+        p_reg: torch.Tensor,
+        lam: torch.Tensor,
+        p_start: torch.Tensor,
+        iteration: int,
+    ) -> torch.Tensor:
+        cfg = self.config
+        if cfg.fit_mode == "gradient-descent":
+            return self._gradient_descent(q, y, p_reg, lam, p_start, iteration)
+        return nonlinear_fit(
+            q,
+            y,
+            p_reg,
+            lam,
+            p0=p_start,
+            bounds=self.bounds,
+            solver=cfg.fit_solver,
+            implicit=cfg.fit_mode == "implicit",
+            max_iter=cfg.fit_max_iter,
+            tol=cfg.fit_tol,
+        )
+
+    def _gradient_descent(
+        self,
+        q: Callable[[torch.Tensor], torch.Tensor],
+        y: torch.Tensor,
+        p_reg: torch.Tensor,
+        lam: torch.Tensor,
+        p: torch.Tensor,
+        iteration: int,
+    ) -> torch.Tensor:
+        """Ablation (e): learned-step gradient descent on the fit objective, differentiated by autograd."""
+        steps = self._softplus(self.raw_gd_steps[iteration - 1])
+        lower = torch.tensor(self.bounds[0], dtype=p.dtype, device=p.device).view(1, -1, 1, 1)
+        upper = torch.tensor(self.bounds[1], dtype=p.dtype, device=p.device).view(1, -1, 1, 1)
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            for step in steps:
+                if not p.requires_grad:
+                    p = p.detach().requires_grad_(True)
+                signal = q(p)
+                # ∇_p of ||q(p) − y||² as a vector-Jacobian product through q alone: autograd.grad
+                # of the whole objective would also run back through y's graph, which depends on
+                # p via the data-consistency layer.
+                (grad,) = torch.autograd.grad(signal, p, grad_outputs=2 * (signal - y), create_graph=create_graph)
+                grad = grad + 2 * lam * (p - p_reg)
+                p = torch.maximum(torch.minimum(p - step * grad, upper), lower)
+        return p
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        kspace: torch.Tensor,
+        csm: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        trajectory: torch.Tensor | None = None,
+        density: torch.Tensor | None = None,
+        signal_model: nn.Module | None = None,
+    ) -> PINQIOutput:
+        """Reconstruct parameter maps from undersampled multi-coil k-space.
+
+        Parameters
+        ----------
+        kspace
+            Cartesian ``(B, T, C, Y, X)`` complex (zeros where not sampled), or non-Cartesian
+            ``(B, T, C, K)`` when ``trajectory`` is given.
+        csm
+            Coil maps ``(B, C, Y, X)`` complex.
+        mask
+            Cartesian sampling mask ``(B, T, Y, X)`` (or broadcastable); unused for non-Cartesian.
+        trajectory, density
+            Non-Cartesian trajectory ``(B, T, 2, K)`` in radians/pixel and optional density
+            compensation; selects :class:`operators.MultiCoilNUFFTOp`.
+        signal_model
+            Overrides the model's signal model for this call (e.g. per-batch saturation times);
+            it must have the same parameters and bounds.
+
+        Returns
+        -------
+        PINQIOutput with the parameters ``(B, P, Y, X)`` and images ``(B, T, Y, X)`` of every
+        iteration.
+        """
+        self._check_inputs(kspace, csm)
+        if trajectory is not None:
+            operator: LinearOperator = MultiCoilNUFFTOp(csm, trajectory, density=density)
+        else:
+            if mask is None:
+                raise ValueError("mask is required for Cartesian k-space (or pass trajectory=...)")
+            operator = MultiCoilCartesianOp(csm, mask)
+        q = signal_model if signal_model is not None else self.signal_model
+        cfg = self.config
+        lambdas = self.lambdas()
+
+        y = self.initial_image(operator, kspace)
+        p = self.parameter_net(y, 0)
+        images, parameters = [y], [p]
+        shared_y_reg = shared_p_reg = None
+        if cfg.shared_regularisers:
+            shared_y_reg = self.image_net(y, 0) if self.image_net is not None else None
+            shared_p_reg = p
+
+        for i in range(1, cfg.n_iterations + 1):
+            regs: list[tuple[torch.Tensor, torch.Tensor]] = []
+            if cfg.use_signal_model:
+                regs.append((lambdas["lambda_q"][i - 1], q(p)))
+            if self.image_net is not None:
+                y_reg = shared_y_reg if shared_y_reg is not None else self.image_net(y, i)
+                regs.append((lambdas["lambda_y"][i - 1], y_reg))
+            y = data_consistency(
+                operator, kspace, regs, x0=y.detach(), tol=cfg.cg_tol, max_iter=cfg.cg_max_iter
+            )
+            if cfg.use_parameter_regulariser or not cfg.use_signal_model or cfg.fit_mode == "none":
+                p_reg = shared_p_reg if shared_p_reg is not None else self.parameter_net(y, i)
+                lam_p = lambdas["lambda_p"][i - 1]
+            else:
+                p_reg = torch.zeros_like(p)
+                lam_p = torch.zeros((), dtype=p.dtype, device=p.device)
+            if not cfg.use_signal_model or cfg.fit_mode == "none":
+                p = p_reg
+            else:
+                p = self._fit(q, y, p_reg, lam_p, p, i)
+            images.append(y)
+            parameters.append(p)
+        return PINQIOutput(parameters=parameters, images=images)

@@ -1,0 +1,117 @@
+"""Training: overfitting one sample, exact resume, checkpoints, a 2-process gloo DDP run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pinqi.checkpoint import load_checkpoint, save_checkpoint
+from pinqi.training import Trainer, learning_rate_factor, load_pinqi
+from pinqi.training_config import TrainConfig, load_train_config, micro_preset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_learning_rate_schedule():
+    assert learning_rate_factor(0, 10, 100) == pytest.approx(0.1)
+    assert learning_rate_factor(9, 10, 100) == pytest.approx(1.0)
+    assert learning_rate_factor(10, 10, 100) == pytest.approx(1.0)
+    assert learning_rate_factor(55, 10, 100) == pytest.approx(0.5)
+    assert learning_rate_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_config_round_trip_and_overrides(tmp_path: Path):
+    config = micro_preset()
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    override = tmp_path / "o.json"
+    override.write_text(json.dumps({"steps": 7, "model": {"n_iterations": 1}}))
+    loaded = load_train_config("micro", override)
+    assert loaded.steps == 7 and loaded.model.n_iterations == 1
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"stepz": 1})
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_train_config("gpu")
+
+
+@pytest.mark.slow
+def test_loss_falls_tenfold_when_overfitting_one_sample(tmp_path: Path):
+    config = micro_preset().replace(batch_size=1, steps=100, warmup_steps=5, lr_networks=4e-3, checkpoint_every=1000)
+    trainer = Trainer(config, tmp_path, progress=False)
+    sample = trainer.dataset[0]
+    batch = {k: v[None] for k, v in sample.items()}
+    losses = [trainer.train_step(step, batch)["loss"] for step in range(config.steps)]
+    assert min(losses[-5:]) < losses[0] / 10, losses[::10]
+    assert trainer.skipped == 0
+
+
+def test_resume_replays_the_same_losses(tmp_path: Path):
+    config = micro_preset().replace(steps=4, checkpoint_every=2)
+    full = Trainer(config, tmp_path / "full", progress=False).run()
+    interrupted = Trainer(config, tmp_path / "part", progress=False)
+    interrupted.run(stop_after=2)  # "killed" after the step-2 checkpoint
+    resumed = Trainer(config, tmp_path / "part", resume=True, progress=False)
+    assert resumed.step == 2
+    rest = resumed.run()
+    assert [r["loss"] for r in rest] == [r["loss"] for r in full[2:]]
+    logged = [json.loads(line)["step"] for line in (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2, 3]
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path: Path):
+    config = micro_preset().replace(steps=2, checkpoint_every=2)
+    Trainer(config, tmp_path, progress=False).run()
+    with pytest.raises(ValueError, match="different configuration"):
+        Trainer(config.replace(steps=3), tmp_path, resume=True, progress=False)
+
+
+def test_checkpoint_is_atomic_and_typed(tmp_path: Path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"kind": "pinqi", "x": torch.ones(2)})
+    assert load_checkpoint(path, kind="pinqi")["x"].sum() == 2
+    with pytest.raises(ValueError, match="expected a 'w2q' checkpoint"):
+        load_checkpoint(path, kind="w2q")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
+    config = micro_preset().replace(steps=1, checkpoint_every=1)
+    Trainer(config, tmp_path, progress=False).run()
+    model, loaded = load_pinqi(tmp_path / "checkpoint.pt")
+    assert loaded == config
+    payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    other = json.loads(payload["config"])
+    other["model"]["parameter_features"] = [4, 8]
+    payload["config"] = json.dumps(other)
+    save_checkpoint(tmp_path / "other.pt", {k: v for k, v in payload.items() if k != "format_version"})
+    with pytest.raises(ValueError, match="do not fit"):
+        load_pinqi(tmp_path / "other.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path: Path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    override = tmp_path / "ddp.json"
+    override.write_text(json.dumps({"steps": 2, "batch_size": 2, "checkpoint_every": 2}))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "pinqi", "train", "--preset", "micro", "--config", str(override),
+        "--out", str(tmp_path / "run"), "--no-progress",
+    ]
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt", kind="pinqi")["step"] == 2
+    # two processes with half the batch each take the same steps as one process with all of it
+    config = load_train_config("micro", override)
+    single = Trainer(config, tmp_path / "single", progress=False).run()
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in single], rel=1e-5)
