@@ -1,0 +1,453 @@
+"""W2Q: quantitative maps (PD, T1 [s], T2 [s]) from weighted images (T1w, T2w, FLAIR).
+
+Pipeline of :meth:`W2Q.forward` for images ``y`` ``(B, T, Y, X)`` (T = 3 slots: T1w, T2w,
+FLAIR; any non-empty subset *available*), each with its protocol (TR, TE, TI, FA, sequence type):
+
+1. **Normalise** (:func:`pinqi.w2q_scale.normalise_images`): ``ỹ_c = y_c / m_c``, ``m_c`` the 95th
+   percentile in the brain. Unavailable contrasts are zeroed before the network sees them.
+2. **Network** (:class:`pinqi.w2q_networks.W2QNet`): per-contrast encoders FiLM-conditioned on a
+   protocol embedding at every level, fused over the available contrasts, decoded to
+   ``p_reg⁰ = (PD, T1, T2)``.
+3. **Reference scale** (:func:`pinqi.w2q_scale.white_matter_reference`) from ``p_reg⁰``.
+4. For ``k = 1 .. K`` (``n_iterations``):
+
+   * closed-form scale ``s_c`` = least squares between ``q_c(p_reg)`` and ``ỹ_c`` in the brain,
+     clamped to ±20 % of the reference (:func:`pinqi.w2q_scale.fit_scale`);
+   * the fit layer (:func:`solvers.nonlinear_fit`, acquisition operator = identity):
+     ``p_k = argmin Σ_c a_c |q_c(p) − ỹ_c / s_c|² + Σ_i λ_{k,i} (u_i(p) − u_i(p_reg))²`` pixel by
+     pixel in the brain, with ``u = (PD, ln T1, ln T2)``, ``a_c`` the availability, ``q_c`` each
+     contrast's own signal model and protocol, ``λ_k`` three learned weights (softplus);
+   * for ``k < K`` the network refines: ``p_reg = W2QNet.decode(fit state of p_k)``.
+
+   The output ``p_K`` is a solution of the fit problem for the input images, i.e. physically
+   consistent with them by construction (to within the learned prior weight λ).
+
+``n_iterations = 0`` gives the embedding network alone (a baseline); ``network = "plain"`` gives the
+U-Net baseline without sequence information (:class:`pinqi.w2q_networks.PlainUNet`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulation.weighted_dataset import CONTRASTS, SEQUENCE_TYPES
+from simulation.weighted_models import FLAIR, SpinEcho, SpoiledGRE, WeightedSignalModel
+from solvers.nonlinear_fit import nonlinear_fit
+
+from .w2q_networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
+from .w2q_scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
+
+__all__ = ["W2Q", "W2QConfig", "W2QOutput", "MultiContrastSignal", "protocol_features", "DEFAULT_PROTOCOL",
+           "DEFAULT_TYPES", "CONTRASTS", "SEQUENCE_TYPES"]
+
+#: A clinical-like protocol (TR, TE, TI, FA) per slot, used for missing contrasts' placeholders.
+DEFAULT_PROTOCOL: tuple[tuple[float, float, float, float], ...] = (
+    (0.6, 0.012, 0.0, 90.0), (5.0, 0.1, 0.0, 90.0), (9.0, 0.12, 2.4, 90.0),
+)
+DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
+#: Canonical (T1 [s], T2 [s]) of white matter, grey matter and CSF (middles of the simulated ranges).
+_TISSUES = ((1.15, 0.08), (1.6, 0.1), (3.0, 1.65))
+_LOG_BOUNDS = (
+    (MAP_LOWER[0], math.log(MAP_LOWER[1]), math.log(MAP_LOWER[2])),
+    (MAP_UPPER[0], math.log(MAP_UPPER[1]), math.log(MAP_UPPER[2])),
+)
+N_PROTOCOL_FEATURES = 13
+
+
+@dataclass(frozen=True)
+class W2QConfig:
+    """Hyper-parameters of :class:`W2Q` (stored in checkpoints as JSON).
+
+    Attributes
+    ----------
+    network : "embedding" | "plain"
+        The protocol-conditioned :class:`~pinqi.w2q_networks.W2QNet` or the plain U-Net baseline.
+    n_iterations : int
+        Fit + refine iterations K (0: network only).
+    features, embed_dim, group_size
+        Network size (see :class:`~pinqi.w2q_networks.W2QNet`).
+    lambda_init, softplus_beta
+        Initial λ (all three parameters) and the β of the softplus keeping λ positive.
+    fit_solver, fit_max_iter, fit_tol
+        :func:`solvers.nonlinear_fit` settings.
+    scale_bound, percentile, wm_fraction
+        ±bound of the scale around its reference, the normalising percentile, the share of brain
+        pixels taken as white-matter-like (see :mod:`pinqi.w2q_scale`).
+    field_degree
+        0: one global scale per contrast (as the issue specifies). > 0: additionally a smooth
+        relative receive field per contrast, a polynomial of this degree fitted in closed form
+        (:func:`pinqi.w2q_scale.fit_smooth_field`) — for images with bias fields.
+    """
+
+    network: str = "embedding"
+    n_iterations: int = 2
+    features: tuple[int, ...] = (16, 32, 64)
+    embed_dim: int = 32
+    group_size: int = 8
+    lambda_init: float = 0.1
+    softplus_beta: float = 5.0
+    fit_solver: str = "gauss-newton"
+    fit_max_iter: int = 10
+    fit_tol: float = 1e-5
+    scale_bound: float = 0.2
+    percentile: float = 0.95
+    wm_fraction: float = 0.25
+    field_degree: int = 0
+
+    def __post_init__(self) -> None:
+        if self.network not in ("embedding", "plain"):
+            raise ValueError(f"network must be 'embedding' or 'plain'; got {self.network!r}")
+        if self.n_iterations < 0 or (self.network == "plain" and self.n_iterations):
+            raise ValueError(f"n_iterations must be >= 0 (0 for the plain network); got {self.n_iterations}")
+        if self.lambda_init <= 0 or not 0 <= self.scale_bound < 1:
+            raise ValueError(f"need lambda_init > 0 and scale_bound in [0, 1); got {self.lambda_init}, {self.scale_bound}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> W2QConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(values) - known:
+            raise ValueError(f"unknown W2QConfig keys {sorted(set(values) - known)}; expected a subset of {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class MultiContrastSignal(nn.Module):
+    """Per-contrast weighted signal models for a per-sample protocol: ``(B, 3, Y, X) -> (B, T, Y, X)``.
+
+    Contrast ``c`` of sample ``b`` uses the model ``SEQUENCE_TYPES[sequence_types[b, c]]``
+    (:class:`~simulation.SpinEcho`, :class:`~simulation.SpoiledGRE` or :class:`~simulation.FLAIR`
+    with the smooth magnitude) with parameters ``sequence_params[b, c] = (TR [s], TE [s], TI [s],
+    FA [deg])``. Gradients reach ``sequence_params``.
+    """
+
+    bounds = WeightedSignalModel.bounds
+
+    def __init__(self, sequence_params: torch.Tensor, sequence_types: torch.Tensor, magnitude_eps: float = 1e-3) -> None:
+        super().__init__()
+        _check_protocol(sequence_params, sequence_types)
+        self.batch, self.n_contrasts = sequence_types.shape
+        self.groups: list[list[tuple[torch.Tensor | None, nn.Module]]] = []
+        for c in range(self.n_contrasts):
+            groups = []
+            kinds = sequence_types[:, c]
+            for kind in sorted(set(kinds.tolist())):
+                idx = torch.nonzero(kinds == kind).flatten()
+                tr, te, ti, fa = sequence_params[idx, c].unbind(-1)
+                name = SEQUENCE_TYPES[kind]
+                try:
+                    if name == "spin_echo":
+                        model: nn.Module = SpinEcho(tr, te, per_sample=True)
+                    elif name == "spoiled_gre":
+                        model = SpoiledGRE(tr, te, fa, per_sample=True)
+                    else:
+                        model = FLAIR(tr, te, ti, magnitude_eps=magnitude_eps, per_sample=True)
+                except ValueError as error:
+                    raise ValueError(f"{CONTRASTS[c] if c < len(CONTRASTS) else c} ({name}): {error}") from None
+                groups.append((None if idx.numel() == self.batch else idx.to(sequence_params.device), model))
+            self.groups.append(groups)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        if p.ndim != 4 or p.shape[:2] != (self.batch, 3):
+            raise ValueError(f"p must have shape (B, 3, Y, X) with B = {self.batch}; got {tuple(p.shape)}")
+        out = []
+        for groups in self.groups:
+            if groups[0][0] is None:
+                out.append(groups[0][1](p))
+                continue
+            img = p.new_zeros(self.batch, 1, *p.shape[2:])
+            for idx, model in groups:
+                img = img.index_copy(0, idx, model(p.index_select(0, idx)))
+            out.append(img)
+        return torch.cat(out, 1)
+
+
+def _check_protocol(sequence_params: torch.Tensor, sequence_types: torch.Tensor) -> None:
+    if not isinstance(sequence_params, torch.Tensor) or sequence_params.ndim != 3 or sequence_params.shape[-1] != 4:
+        got = tuple(sequence_params.shape) if isinstance(sequence_params, torch.Tensor) else type(sequence_params).__name__
+        raise ValueError(f"sequence_params must have shape (B, T, 4) = (TR [s], TE [s], TI [s], FA [deg]); got {got}")
+    if not isinstance(sequence_types, torch.Tensor) or sequence_types.shape != sequence_params.shape[:2]:
+        got = tuple(sequence_types.shape) if isinstance(sequence_types, torch.Tensor) else type(sequence_types).__name__
+        raise ValueError(f"sequence_types must have shape (B, T) = {tuple(sequence_params.shape[:2])}; got {got}")
+    if sequence_types.is_floating_point() or sequence_types.is_complex():
+        raise TypeError(f"sequence_types must be an integer tensor of ids into {SEQUENCE_TYPES}; got {sequence_types.dtype}")
+    if sequence_types.numel() and not bool(((sequence_types >= 0) & (sequence_types < len(SEQUENCE_TYPES))).all()):
+        raise ValueError(f"sequence_types must be ids in [0, {len(SEQUENCE_TYPES)}) for {SEQUENCE_TYPES}; got {sequence_types.tolist()}")
+
+
+def protocol_features(sequence_params: torch.Tensor, sequence_types: torch.Tensor,
+                      signal: MultiContrastSignal | None = None) -> torch.Tensor:
+    """Features ``(B, T, 13)`` of each contrast's protocol for the embedding.
+
+    ``ln TR``, ``ln(TE + 1 ms)``, [TI > 0], ``ln TI`` (0 without), ``TI / TR``, ``sin α``,
+    ``cos α``, one-hot sequence type (3), and the canonical-tissue signals under the protocol:
+    ``ln q(WM)``, ``ln q(GM) − ln q(WM)``, ``ln q(CSF) − ln q(WM)`` (PD = 1, offset 1e-3).
+    """
+    signal = signal if signal is not None else MultiContrastSignal(sequence_params, sequence_types)
+    seq = sequence_params
+    tr, te, ti, fa = seq.unbind(-1)
+    has_ti = ti > 0
+    alpha = fa * (math.pi / 180)
+    basic = [tr.log(), (te + 1e-3).log(), has_ti.to(seq.dtype), torch.where(has_ti, ti.clamp_min(1e-3).log(), 0 * ti),
+             ti / tr, torch.sin(alpha), torch.cos(alpha)]
+    onehot = F.one_hot(sequence_types.long(), len(SEQUENCE_TYPES)).to(seq.dtype)
+    tissues = torch.tensor([[1.0] * 3, [t[0] for t in _TISSUES], [t[1] for t in _TISSUES]], dtype=seq.dtype)
+    tissues = tissues.to(seq.device).view(1, 3, 1, 3).expand(seq.shape[0], 3, 1, 3)
+    log_q = (signal(tissues)[:, :, 0] + 1e-3).log()  # (B, T, 3)
+    physics = [log_q[..., 0], log_q[..., 1] - log_q[..., 0], log_q[..., 2] - log_q[..., 0]]
+    return torch.cat([torch.stack(basic + physics, -1), onehot], -1)
+
+
+def _to_log(p: torch.Tensor) -> torch.Tensor:
+    return torch.cat([p[:, :1], p[:, 1:].log()], 1)
+
+
+def _from_log(u: torch.Tensor) -> torch.Tensor:
+    return torch.cat([u[:, :1], u[:, 1:].exp()], 1)
+
+
+@dataclass
+class W2QOutput:
+    """What :meth:`W2Q.forward` returns (all maps ``(B, 3, Y, X)`` = PD, T1 [s], T2 [s]).
+
+    Attributes
+    ----------
+    fits
+        The K fit-layer solutions ``p_1 .. p_K`` (empty for K = 0).
+    network
+        The network outputs ``p_reg⁰ .. p_reg^{K-1}``.
+    scales
+        The K global scales ``(B, T)`` used by the fits.
+    fields
+        The K relative smooth fields ``(B, T, Y, X)`` (ones when ``field_degree = 0``).
+    reference
+        ``(B, T)`` reference scales.
+    normalised, factors
+        ``(B, T, Y, X)`` normalised images ``ỹ`` (all contrasts, also unavailable ones) and their
+        divisors ``(B, T)``.
+    available, brain_mask
+        ``(B, T)`` and ``(B, Y, X)`` bool.
+    signal
+        The :class:`MultiContrastSignal` of the protocol.
+    """
+
+    fits: list[torch.Tensor]
+    network: list[torch.Tensor]
+    scales: list[torch.Tensor]
+    fields: list[torch.Tensor]
+    reference: torch.Tensor
+    normalised: torch.Tensor
+    factors: torch.Tensor
+    available: torch.Tensor
+    brain_mask: torch.Tensor
+    signal: MultiContrastSignal = field(repr=False)
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The output maps: the last fit (or the network's output when K = 0)."""
+        return self.fits[-1] if self.fits else self.network[-1]
+
+    @property
+    def intermediate(self) -> list[torch.Tensor]:
+        """Every estimate before the final one (for deep supervision)."""
+        return (self.network + self.fits)[:-1] if self.fits else self.network[:-1]
+
+
+class W2Q(nn.Module):
+    """Weighted images to quantitative maps (module docstring).
+
+    Parameters
+    ----------
+    config
+        :class:`W2QConfig`.
+    """
+
+    def __init__(self, config: W2QConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or W2QConfig()
+        self.n_contrasts = len(CONTRASTS)
+        if cfg.network == "plain":
+            self.net: nn.Module = PlainUNet(self.n_contrasts, cfg.features, cfg.group_size)
+        else:
+            self.net = W2QNet(N_PROTOCOL_FEATURES, self.n_contrasts, cfg.features, cfg.embed_dim, cfg.group_size,
+                              n_iterations=max(1, cfg.n_iterations), refine=cfg.n_iterations > 1)
+        beta = cfg.softplus_beta
+        raw = math.log(math.expm1(beta * cfg.lambda_init)) / beta
+        self.raw_lambda = nn.Parameter(torch.full((max(cfg.n_iterations, 1), 3), raw))
+
+    def lambdas(self) -> torch.Tensor:
+        """``(K, 3)`` positive prior weights of (PD, ln T1, ln T2) per iteration."""
+        return F.softplus(self.raw_lambda, beta=self.config.softplus_beta)
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def lambda_parameters(self) -> list[nn.Parameter]:
+        return [self.raw_lambda]
+
+    def _validate(self, images: torch.Tensor, seq: torch.Tensor, types: torch.Tensor, mask: torch.Tensor,
+                  available: torch.Tensor | None) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4 \
+                or images.shape[1] != self.n_contrasts:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a real tensor (B, {self.n_contrasts}, Y, X) ({', '.join(CONTRASTS)}); got {got}")
+        b, t, ny, nx = images.shape
+        _check_protocol(seq, types)
+        if seq.shape[:2] != (b, t):
+            raise ValueError(f"sequence_params must have shape (B, T, 4) = {(b, t, 4)}; got {tuple(seq.shape)}")
+        if not isinstance(mask, torch.Tensor) or mask.shape != (b, ny, nx):
+            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"brain_mask must have shape (B, Y, X) = {(b, ny, nx)}; got {got}")
+        if available is None:
+            available = torch.ones(b, t, dtype=torch.bool, device=images.device)
+        if available.shape != (b, t) or available.dtype != torch.bool:
+            raise ValueError(f"available must be a bool tensor (B, T) = {(b, t)}; got {available.dtype} {tuple(available.shape)}")
+        if not bool(available.any(1).all()):
+            raise ValueError("every sample needs at least one available contrast")
+        return available
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        sequence_params: torch.Tensor,
+        sequence_types: torch.Tensor,
+        brain_mask: torch.Tensor,
+        available: torch.Tensor | None = None,
+        n_iterations: int | None = None,
+    ) -> W2QOutput:
+        """Maps from weighted images.
+
+        Parameters
+        ----------
+        images
+            ``(B, 3, Y, X)`` real magnitude images (T1w, T2w, FLAIR), any global scale per contrast;
+            unavailable contrasts may hold anything (zeros).
+        sequence_params
+            ``(B, 3, 4)``: TR [s], TE [s], TI [s] (0 if none), flip angle [deg].
+        sequence_types
+            ``(B, 3)`` integer ids into ``SEQUENCE_TYPES`` = (spin_echo, spoiled_gre, flair).
+        brain_mask
+            ``(B, Y, X)`` bool.
+        available
+            ``(B, 3)`` bool, default all True.
+        n_iterations
+            Run only this many of the K iterations (0: the network alone, as in pretraining).
+
+        Returns
+        -------
+        :class:`W2QOutput`; ``.final`` is ``(B, 3, Y, X)`` (PD, T1 [s], T2 [s]).
+        """
+        available = self._validate(images, sequence_params, sequence_types, brain_mask, available)
+        cfg = self.config
+        n_iter = cfg.n_iterations if n_iterations is None else int(n_iterations)
+        if not 0 <= n_iter <= cfg.n_iterations:
+            raise ValueError(f"n_iterations must be in [0, {cfg.n_iterations}]; got {n_iterations}")
+        dtype = self.raw_lambda.dtype
+        ny, nx = images.shape[-2:]
+        multiple = self.net.multiple
+        pad = (0, -nx % multiple, 0, -ny % multiple)
+        images = F.pad(torch.where(available[..., None, None], images.to(dtype), 0.0), pad)
+        mask = F.pad(brain_mask.to(torch.bool), pad)
+        seq = sequence_params.to(dtype)
+        signal = MultiContrastSignal(seq, sequence_types)
+        normalised, factors = normalise_images(images, mask, cfg.percentile)
+        shown = normalised * available[..., None, None]
+        fused = None
+        if cfg.network == "plain":
+            p_reg = self.net(shown, mask, available)
+        else:
+            fused = self.net.encode(shown, mask, available, protocol_features(seq, sequence_types, signal))
+            p_reg = self.net.decode(fused, 0, None, None)
+        reference = white_matter_reference(normalised, p_reg.detach(), mask, signal, cfg.wm_fraction)
+        weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
+        networks, fits, scales, fields = [p_reg], [], [], []
+        lambdas = self.lambdas()
+        for k in range(n_iter):
+            scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+            factor = scale[..., None, None] * field
+            p_fit = self._fit(signal, normalised, factor, weight, p_reg, lambdas[k])
+            fits.append(p_fit)
+            scales.append(scale)
+            fields.append(field)
+            if k + 1 < n_iter:
+                residual = weight * (normalised / factor - signal(p_fit))
+                state = torch.cat([p_fit[:, :1], p_fit[:, 1:2].log(), (p_fit[:, 2:3] / 0.1).log(), residual,
+                                   mask[:, None].to(dtype)], 1)
+                p_reg = self.net.decode(fused, k + 1, state, p_fit)  # type: ignore[union-attr]
+                networks.append(p_reg)
+
+        def crop(x: torch.Tensor) -> torch.Tensor:
+            return x[..., :ny, :nx]
+
+        return W2QOutput(
+            fits=[crop(f) for f in fits], network=[crop(n) for n in networks], scales=scales,
+            fields=[crop(f) for f in fields], reference=reference,
+            normalised=crop(normalised), factors=factors, available=available, brain_mask=crop(mask), signal=signal,
+        )
+
+    @torch.no_grad()
+    def refit(
+        self,
+        images: torch.Tensor,
+        sequence_params: torch.Tensor,
+        sequence_types: torch.Tensor,
+        brain_mask: torch.Tensor,
+        p_reg: torch.Tensor,
+        available: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One fit layer (last λ) around given maps, at the images' own resolution.
+
+        Used by ``pinqi map`` after running W2Q on slices resampled to the training grid: the
+        up-sampled maps ``p_reg`` ``(B, 3, Y, X)`` are the prior, the native images the data, so
+        the written maps are consistent with the native inputs. Returns ``(B, 3, Y, X)``.
+        """
+        available = self._validate(images, sequence_params, sequence_types, brain_mask, available)
+        cfg, dtype = self.config, self.raw_lambda.dtype
+        images = torch.where(available[..., None, None], images.to(dtype), 0.0)
+        mask, p_reg = brain_mask.to(torch.bool), p_reg.to(dtype)
+        signal = MultiContrastSignal(sequence_params.to(dtype), sequence_types)
+        normalised, _ = normalise_images(images, mask, cfg.percentile)
+        reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
+        scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+        weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
+        return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1])
+
+    def _intensity(self, q: torch.Tensor, normalised: torch.Tensor, mask: torch.Tensor,
+                   reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounded closed-form global scale ``(B, T)`` and relative smooth field ``(B, T, Y, X)``."""
+        cfg = self.config
+        scale = fit_scale(q, normalised, mask, reference, cfg.scale_bound)
+        return scale, fit_smooth_field(scale[..., None, None] * q, normalised, mask, cfg.field_degree)
+
+    def _fit(self, signal: MultiContrastSignal, normalised: torch.Tensor, factor: torch.Tensor, weight: torch.Tensor,
+             p_reg: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """One fit layer: weighted data term of the available contrasts in the brain, prior on ``u(p)``;
+        ``factor`` ``(B, T, Y, X)`` is the intensity (scale × field) dividing the images."""
+        cfg = self.config
+        y = weight * normalised / factor
+
+        def model(u: torch.Tensor) -> torch.Tensor:
+            return weight * signal(_from_log(u))
+
+        u = nonlinear_fit(model, y, _to_log(p_reg), lam.view(1, 3, 1, 1), bounds=_LOG_BOUNDS, solver=cfg.fit_solver,
+                          max_iter=cfg.fit_max_iter, tol=cfg.fit_tol)
+        return _from_log(u)
+
+    def synthesise(self, output: W2QOutput, p: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-synthesised normalised images of all contrasts and their scales.
+
+        The scale (and field) of every contrast, available or not, is the bounded closed-form fit of
+        ``q_c(p)`` to ``ỹ_c`` around the reference. Returns ``(images (B, T, Y, X), scales (B, T))``.
+        """
+        p = output.final if p is None else p
+        q = output.signal(p)
+        scale, field = self._intensity(q, output.normalised, output.brain_mask, output.reference)
+        return scale[..., None, None] * field * q, scale

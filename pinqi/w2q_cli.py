@@ -1,0 +1,421 @@
+"""``pinqi map``: T1, T2 and PD maps from T1w / T2w / FLAIR NIfTI volumes with W2Q.
+
+Inputs
+    Any non-empty subset of ``--t1w``, ``--t2w``, ``--flair`` (NIfTI, 3-D, same shape and affine),
+    each with its sequence parameters from the BIDS JSON sidecar next to it (``X.nii.gz`` ->
+    ``X.json``): ``RepetitionTime``, ``EchoTime``, ``InversionTime`` (seconds), ``FlipAngle``
+    (degrees) and the sequence type — ``SequenceType`` (``spin_echo``/``SE``/``TSE``,
+    ``spoiled_gre``/``GRE``/``SPGR``/``FLASH``, ``flair``) or, failing that, BIDS
+    ``ScanningSequence`` (``SE``, ``GR``, ``IR`` + ``SE``). The T2w slot defaults to spin echo and
+    the FLAIR slot to FLAIR; the T1w type must be given. Command-line values
+    (``args.tr_t1w``, ``args.te_t1w``, ``args.ti_t1w``, ``args.fa_t1w``, ``args.seq_t1w``, same for
+    t2w / flair, when the parser defines them) override the sidecar. Optional ``--brain-mask``;
+    without it a mask is made by thresholding the mean normalised image at 10 % (fine for
+    skull-stripped or simulated data; give a mask for anything else).
+Processing
+    The volumes are reoriented to RAS and processed axial slice by axial slice (tqdm progress
+    bar). Each slice is zero-padded to a square, resampled to the training grid of the checkpoint
+    (e.g. 64 x 64), run through W2Q, and the maps are resampled back; a final fit layer at the
+    native resolution (:meth:`pinqi.w2q.W2Q.refit`) makes them consistent with the native images.
+Outputs (qMRI-BIDS)
+    ``<prefix>T1map.nii.gz`` and ``<prefix>T2map.nii.gz`` (seconds), ``<prefix>PDmap.nii.gz``
+    (arbitrary units, white matter ≈ 0.7), each with a JSON sidecar (``Units``, provenance), in
+    the input's orientation with its affine; zero outside the brain mask; plus
+    ``<prefix>W2Q_overview.png``. ``prefix`` keeps the BIDS entities of the first input (e.g.
+    ``sub-01_ses-1_``). All files are written to temporary names and renamed at the end.
+Refused (ValueError)
+    missing sidecar keys, values that look like milliseconds, mismatched shapes or affines, a
+    checkpoint that is not a trained W2Q model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from simulation.sequence_checks import check_sequence
+from simulation.weighted_dataset import ProtocolRanges
+
+from .w2q import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, W2Q
+
+__all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "load_volumes", "load_map_model", "run_map", "map_volume"]
+
+log = logging.getLogger("pinqi")
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "w2q.pt"
+_KIND_ALIASES = {
+    "spin_echo": "spin_echo", "se": "spin_echo", "tse": "spin_echo", "fse": "spin_echo", "spinecho": "spin_echo",
+    "spoiled_gre": "spoiled_gre", "gre": "spoiled_gre", "gr": "spoiled_gre", "spgr": "spoiled_gre",
+    "flash": "spoiled_gre", "t1_ffe": "spoiled_gre", "flair": "flair", "ir_se": "flair", "irse": "flair",
+}
+_SLOT_DEFAULT = {"t2w": "spin_echo", "flair": "flair"}
+# Upper limits (s) above which a time is taken for milliseconds.
+_MS_LIMITS = {"RepetitionTime": 30.0, "EchoTime": 1.0, "InversionTime": 10.0}
+_MAP_FILES = (("PDmap", "arbitrary"), ("T1map", "s"), ("T2map", "s"))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Sequence parameters of one input: TR, TE, TI (0 if none) in seconds, FA in degrees, type."""
+
+    tr: float
+    te: float
+    ti: float
+    fa: float
+    kind: str
+
+    def as_row(self) -> list[float]:
+        return [self.tr, self.te, self.ti, self.fa]
+
+
+def sidecar_path(image: Path) -> Path:
+    """``X.nii.gz`` / ``X.nii`` -> ``X.json``."""
+    name = image.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return image.with_name(name[: -len(ext)] + ".json")
+    return image.with_suffix(".json")
+
+
+def _kind(value: Any, where: str) -> str:
+    if isinstance(value, str) and value.strip().lower() not in _KIND_ALIASES:
+        value = [v for v in re.split(r"[\\_/, ]+", value) if v]  # DICOM multi-values, e.g. "SE\\IR", "SE_IR"
+    if isinstance(value, (list, tuple)):
+        parts = {str(v).strip().lower() for v in value}
+        if "ir" in parts and "gr" in parts:
+            raise ValueError(f"{where}: inversion-prepared gradient echo (MP-RAGE, ScanningSequence {value!r}) is not "
+                             "supported by the trained W2Q (T1w must be a spin echo or a spoiled GRE)")
+        if "ir" in parts and parts & {"se", "tse"}:
+            return "flair"
+        if "gr" in parts:
+            return "spoiled_gre"
+        if "se" in parts:
+            return "spin_echo"
+        value = "_".join(sorted(parts))
+    key = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in _KIND_ALIASES:
+        raise ValueError(f"{where}: unknown sequence type {value!r}; expected one of {sorted(set(_KIND_ALIASES))}")
+    return _KIND_ALIASES[key]
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"{where}: {key} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def read_protocol(contrast: str, image: Path, overrides: dict[str, Any] | None = None) -> Protocol:
+    """The protocol of ``image`` (slot ``contrast``) from its sidecar and ``overrides``.
+
+    ``overrides`` may hold ``RepetitionTime``, ``EchoTime``, ``InversionTime``, ``FlipAngle``,
+    ``SequenceType`` (None values are ignored).
+    """
+    side = sidecar_path(image)
+    meta: dict[str, Any] = {}
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{side}: not valid JSON ({error})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{side}: expected a JSON object; got {type(meta).__name__}")
+    meta.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    where = f"{contrast} ({side if side.is_file() else image})"
+    if "SequenceType" in meta:
+        kind = _kind(meta["SequenceType"], where)
+    elif "ScanningSequence" in meta:
+        kind = _kind(meta["ScanningSequence"], where)
+    elif contrast in _SLOT_DEFAULT:
+        kind = _SLOT_DEFAULT[contrast]
+    else:
+        raise ValueError(f"{where}: missing the sequence type: give SequenceType (spin_echo | spoiled_gre) or "
+                         f"ScanningSequence in the sidecar {side}, or --seq-{contrast}")
+    required = ["RepetitionTime", "EchoTime"] + (["InversionTime"] if kind == "flair" else []) \
+        + (["FlipAngle"] if kind == "spoiled_gre" else [])
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise ValueError(f"{where}: missing sidecar keys {missing} for a {kind} image (times in seconds, FlipAngle "
+                         f"in degrees); expected them in {side} or as command-line options")
+    values = {k: _number(meta[k], k, where) for k in required}
+    for key, limit in _MS_LIMITS.items():
+        if key in values and values[key] > limit:
+            raise ValueError(f"{where}: {key} = {values[key]:g} looks like milliseconds; BIDS times are in seconds "
+                             f"(expected <= {limit:g} s, e.g. {values[key] / 1000:g})")
+    if kind == "spoiled_gre" and values["RepetitionTime"] > 1.0:
+        raise ValueError(f"{where}: RepetitionTime = {values['RepetitionTime']:g} s for a spoiled gradient echo looks "
+                         f"like milliseconds; BIDS times are in seconds (e.g. {values['RepetitionTime'] / 1000:g})")
+    fa = _number(meta.get("FlipAngle", 90.0), "FlipAngle", where) if kind != "spoiled_gre" else values["FlipAngle"]
+    if kind == "spoiled_gre" and fa < 1.0:
+        raise ValueError(f"{where}: FlipAngle = {fa:g} looks like radians; it must be in degrees")
+    ti = values.get("InversionTime", 0.0)
+    params = {"tr": values["RepetitionTime"], "te": values["EchoTime"]}
+    try:
+        if kind == "flair":
+            check_sequence("flair", ti=ti, **params)
+        elif kind == "spoiled_gre":
+            check_sequence("gre", flip_angle_deg=fa, **params)
+        else:
+            check_sequence("se", **params)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    protocol = Protocol(values["RepetitionTime"], values["EchoTime"], ti, fa, kind)
+    _warn_outside_training(contrast, protocol)
+    return protocol
+
+
+def _warn_outside_training(contrast: str, p: Protocol) -> None:
+    """Log a warning when a protocol lies outside the ranges the shipped model was trained on."""
+    r = ProtocolRanges()
+    ranges = {"spin_echo": {"tr": r.t1w_se_tr, "te": r.t1w_se_te}, "spoiled_gre": {"tr": r.t1w_gre_tr, "te": r.t1w_gre_te,
+              "fa": r.t1w_gre_fa}} if contrast == "t1w" else {"spin_echo": {"tr": r.t2w_tr, "te": r.t2w_te},
+              "flair": {"tr": r.flair_tr, "te": r.flair_te, "ti": r.flair_ti}}
+    outside = [f"{k.upper()} {getattr(p, k):g} not in [{lo:g}, {hi:g}]" for k, (lo, hi) in ranges.get(p.kind, {}).items()
+               if not lo <= getattr(p, k) <= hi]
+    if outside:
+        log.warning("%s: protocol outside the simulated training ranges (%s); maps may be unreliable",
+                    contrast, "; ".join(outside))
+
+
+def _load_nifti(path: Path, what: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} image {path} does not exist")
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as error:  # nibabel raises several types for foreign files
+        raise ValueError(f"{what}: {path} is not a readable NIfTI file ({error})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise ValueError(f"{what}: {path} must be a 3-D volume; got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{what}: {path} contains {int((~np.isfinite(data)).sum())} non-finite voxels")
+    return data, img
+
+
+def load_volumes(paths: dict[str, Path | None], mask_path: Path | None) -> tuple[dict[str, np.ndarray], np.ndarray, nib.Nifti1Image]:
+    """Read the given contrasts (and the mask), checking shapes and affines; returns the arrays,
+    the bool mask (automatic if not given) and the reference image."""
+    given = {c: Path(p) for c, p in paths.items() if p is not None}
+    if not given:
+        raise ValueError("give at least one of --t1w, --t2w, --flair")
+    arrays: dict[str, np.ndarray] = {}
+    ref_name, ref = None, None
+    for contrast, path in given.items():
+        data, img = _load_nifti(path, contrast)
+        if ref is None:
+            ref_name, ref, ref_shape = contrast, img, data.shape
+        elif data.shape != ref_shape:
+            raise ValueError(f"shape mismatch: {contrast} {path} has shape {data.shape}, {ref_name} has {ref_shape}")
+        elif not np.allclose(img.affine, ref.affine, atol=1e-3):
+            raise ValueError(f"affine mismatch: {contrast} {path} is not on the voxel grid of {ref_name} "
+                             f"(affines differ: {img.affine.tolist()} vs {ref.affine.tolist()}); resample first")
+        if (data < 0).any():
+            log.warning("%s: %d negative voxels set to 0 (magnitude images expected)", contrast, int((data < 0).sum()))
+            data = np.clip(data, 0, None)
+        arrays[contrast] = data
+    assert ref is not None
+    if mask_path is not None:
+        mdata, mimg = _load_nifti(Path(mask_path), "brain mask")
+        if mdata.shape != ref_shape:
+            raise ValueError(f"shape mismatch: brain mask {mask_path} has shape {mdata.shape}, the images {ref_shape}")
+        if not np.allclose(mimg.affine, ref.affine, atol=1e-3):
+            raise ValueError(f"affine mismatch: brain mask {mask_path} is not on the voxel grid of the images")
+        mask = mdata > 0.5
+    else:
+        normed = [a / max(float(np.percentile(a[a > 0], 99)) if (a > 0).any() else 1.0, 1e-12) for a in arrays.values()]
+        mask = np.mean(normed, axis=0) > 0.1
+        log.info("no --brain-mask: automatic mask of %d voxels", int(mask.sum()))
+    if not mask.any():
+        raise ValueError("the brain mask is empty")
+    return arrays, mask, ref
+
+
+def load_map_model(checkpoint: Path | None) -> tuple[W2Q, int, dict[str, Any]]:
+    """The trained W2Q of ``checkpoint`` (default: the shipped weights), its training image size
+    and the checkpoint payload; refuses anything else."""
+    from .w2q_training import load_w2q
+
+    path = SHIPPED_WEIGHTS if checkpoint is None else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" +
+                                (" (the package was installed without its weights)" if checkpoint is None else ""))
+    model, config, payload = load_w2q(path, require_trained=True)
+    if payload.get("model_type") != "w2q" or config.model.n_iterations < 1:
+        raise ValueError(f"{path} is a {payload.get('model_type')!r} baseline, not a W2Q model with a fit layer")
+    return model, config.image_size, payload
+
+
+def _to_grid(x: torch.Tensor, size: int, mode: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Zero-pad ``(B, C, Y, X)`` to a square and resample to ``size``; returns the info to undo it."""
+    ny, nx = x.shape[-2:]
+    n = max(ny, nx)
+    x = F.pad(x, (0, n - nx, 0, n - ny))
+    if n != size:
+        x = F.interpolate(x, size=(size, size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    return x, (ny, nx, n)
+
+
+def _from_grid(x: torch.Tensor, info: tuple[int, int, int]) -> torch.Tensor:
+    ny, nx, n = info
+    if x.shape[-1] != n:
+        x = F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
+    return x[..., :ny, :nx]
+
+
+def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.Tensor, protocols: torch.Tensor,
+               types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+    """Maps ``(3, Z, Y, X)`` of RAS-ordered slices ``volumes`` ``(3, Z, Y, X)`` (zeros for missing
+    contrasts), ``mask`` ``(Z, Y, X)``, protocol ``(3, 4)``, types ``(3,)``, availability ``(3,)``."""
+    nz = volumes.shape[1]
+    out = torch.zeros(3, *volumes.shape[1:])
+    todo = [z for z in range(nz) if bool(mask[z].any())]
+    bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
+    for start in range(0, len(todo), batch_size):
+        zs = todo[start : start + batch_size]
+        b = len(zs)
+        imgs = volumes[:, zs].transpose(0, 1).contiguous()  # (b, 3, Y, X)
+        msk = mask[zs]
+        seq, typ, av = protocols.expand(b, 3, 4), types.expand(b, 3), available.expand(b, 3)
+        small, info = _to_grid(imgs, image_size, "bilinear")
+        small_mask, _ = _to_grid(msk[:, None].float(), image_size, "bilinear")
+        with torch.no_grad():
+            p_small = model(small, seq, typ, small_mask[:, 0] > 0.5, av).final
+            if info[2] == image_size and info[:2] == (image_size, image_size):
+                p = p_small
+            else:
+                p = model.refit(imgs, seq, typ, msk, _from_grid(p_small, info), av)
+        out[:, zs] = (p * msk[:, None]).transpose(0, 1)
+        bar.update(b)
+    bar.close()
+    return out
+
+
+def _overrides(args: argparse.Namespace, contrast: str) -> dict[str, Any]:
+    names = {"RepetitionTime": "tr", "EchoTime": "te", "InversionTime": "ti", "FlipAngle": "fa", "SequenceType": "seq"}
+    return {key: getattr(args, f"{short}_{contrast}", None) for key, short in names.items()}
+
+
+def _prefix(path: Path) -> str:
+    name = sidecar_path(path).stem
+    parts = name.split("_")
+    return "_".join(parts[:-1]) + "_" if len(parts) > 1 and all("-" in p for p in parts[:-1]) else ""
+
+
+def _save_atomic_nifti(data: np.ndarray, ref: nib.Nifti1Image, path: Path) -> Path:
+    header = ref.header.copy()
+    header.set_data_dtype(np.float32)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    nib.save(nib.Nifti1Image(data.astype(np.float32), ref.affine, header), str(tmp))
+    return tmp
+
+
+def _overview(path: Path, inputs: dict[str, np.ndarray], maps: np.ndarray, mask: np.ndarray) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = int(np.argmax(mask.sum(axis=(0, 1))))
+    panels = [(f"{c} (input)", a[:, :, z], "gray", None) for c, a in inputs.items()]
+    limits = {"PD [a.u.]": 1.2, "T1 [s]": 4.0, "T2 [s]": 0.3}
+    panels += [(name, maps[i][:, :, z], "viridis", vmax) for i, (name, vmax) in enumerate(limits.items())]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for ax, (title, img, cmap, vmax) in zip(np.atleast_1d(axes), panels):
+        im = ax.imshow(np.rot90(img), cmap=cmap, vmin=0, vmax=vmax)
+        ax.set_title(title)
+        ax.axis("off")
+        if vmax is not None:
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"W2Q maps, slice {z}")
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return tmp
+
+
+def run_map(args: argparse.Namespace) -> dict[str, Path]:
+    """``pinqi map``: args.t1w, args.t2w, args.flair (Paths or None), args.brain_mask, args.checkpoint
+    (None: shipped weights), args.out; optional overrides ``args.tr_t1w`` ... (module docstring).
+    Returns the written files by name."""
+    paths = {c: getattr(args, c, None) for c in CONTRASTS}
+    arrays, mask, ref = load_volumes(paths, getattr(args, "brain_mask", None))
+    protocols = {c: read_protocol(c, Path(p), _overrides(args, c)) for c, p in paths.items() if p is not None}
+    for c, prot in protocols.items():
+        allowed = ("spin_echo", "spoiled_gre") if c == "t1w" else (_SLOT_DEFAULT[c],)
+        if prot.kind not in allowed:
+            raise ValueError(f"{c}: a {prot.kind} image cannot fill the {c} slot (expected {' or '.join(allowed)})")
+    model, image_size, payload = load_map_model(getattr(args, "checkpoint", None))
+    ornt = nib.io_orientation(ref.affine)
+    shape = next(iter(arrays.values())).shape
+
+    def to_slices(a: np.ndarray) -> torch.Tensor:  # array grid -> RAS -> (Z, Y, X) with anterior rows first
+        ras = nib.orientations.apply_orientation(a, ornt)
+        return torch.from_numpy(np.ascontiguousarray(np.flip(ras.transpose(2, 1, 0), axis=1)).astype(np.float32))
+
+    mask_t = to_slices(mask.astype(np.float32)) > 0.5
+    full = torch.zeros(3, *mask_t.shape)
+    seq = torch.tensor(DEFAULT_PROTOCOL, dtype=torch.float32)
+    types = torch.tensor(DEFAULT_TYPES)
+    available = torch.zeros(3, dtype=torch.bool)
+    for i, c in enumerate(CONTRASTS):
+        if c in arrays:
+            full[i] = to_slices(arrays[c])
+            seq[i] = torch.tensor(protocols[c].as_row())
+            types[i] = SEQUENCE_TYPES.index(protocols[c].kind)
+            available[i] = True
+    maps = map_volume(model, image_size, full, mask_t, seq, types, available,
+                      progress=not getattr(args, "no_progress", False))
+    inverse = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
+
+    def to_array(v: torch.Tensor) -> np.ndarray:
+        ras = np.flip(v.numpy(), axis=1).transpose(2, 1, 0)
+        out = nib.orientations.apply_orientation(ras, inverse)
+        assert out.shape == shape
+        return np.ascontiguousarray(out)
+
+    out_maps = np.stack([to_array(maps[i]) for i in range(3)])
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = Path(next(p for p in paths.values() if p is not None))
+    prefix = _prefix(first)
+    written: dict[str, Path] = {}
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for i, (name, units) in enumerate(_MAP_FILES):
+            target = out_dir / f"{prefix}{name}.nii.gz"
+            pending.append((_save_atomic_nifti(out_maps[i], ref, target), target))
+            side = out_dir / f"{prefix}{name}.json"
+            meta = {"Units": units, "EstimationMethod": "W2Q (pinqi): protocol-conditioned network + pixel-wise fit "
+                    "of the weighted signal models", "BasedOn": [str(p) for p in paths.values() if p is not None],
+                    "SequenceParameters": {c: p.__dict__ for c, p in protocols.items()},
+                    "TrainedSteps": int(payload.get("step", 0))}
+            tmp = side.with_name(f".tmp-{uuid.uuid4().hex}-{side.name}")
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+            pending.append((tmp, side))
+        png = out_dir / f"{prefix}W2Q_overview.png"
+        pending.append((_overview(png, arrays, out_maps, mask), png))
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in pending:
+        os.replace(tmp, target)
+        written[target.name] = target
+    print(f"wrote {', '.join(sorted(written))} to {out_dir}")
+    return written

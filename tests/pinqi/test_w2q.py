@@ -1,0 +1,299 @@
+"""W2Q: closed-form scale, normalisation, protocol embedding, fit layer gradients, training runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from pinqi.w2q import W2Q, W2QConfig, MultiContrastSignal, _LOG_BOUNDS, _from_log, _to_log, protocol_features
+from pinqi.w2q_networks import MAP_LOWER, MAP_UPPER, maps_from_raw, raw_from_maps
+from pinqi.w2q_scale import WM_REFERENCE, fit_scale, normalise_images, white_matter_reference
+from pinqi.w2q_training import (
+    BandedProtocolDataset,
+    W2QTrainer,
+    build_dataset,
+    contrast_availability,
+    load_w2q,
+    load_w2q_config,
+    map_metrics,
+    phase_factor,
+)
+from simulation import load_anatomy
+from solvers.nonlinear_fit import nonlinear_fit
+
+TINY = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=5)
+
+
+def _protocol(batch: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """T1w spin echo (sample 0) / spoiled GRE (others), T2w spin echo, FLAIR."""
+    rows, types = [], []
+    for b in range(batch):
+        t1w = [0.5 + 0.1 * b, 0.01, 0.0, 90.0] if b == 0 else [0.02, 0.004, 0.0, 15.0 + 5 * b]
+        rows.append([t1w, [5.0, 0.1 + 0.01 * b, 0.0, 90.0], [9.0, 0.12, 2.4, 90.0]])
+        types.append([0 if b == 0 else 1, 0, 2])
+    return torch.tensor(rows, dtype=dtype), torch.tensor(types)
+
+
+def _maps(batch: int, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Smooth random (PD, T1, T2) maps around grey/white matter values."""
+    base = torch.tensor([0.75, 1.2, 0.085], dtype=dtype).view(1, 3, 1, 1)
+    noise = torch.rand(batch, 3, n, n, generator=generator, dtype=torch.float64).to(dtype)
+    return base * (0.8 + 0.4 * noise)
+
+
+def test_fit_scale_closed_form_and_bounds() -> None:
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64) + 0.1
+    mask = torch.rand(2, 6, 6, generator=g) > 0.3
+    s_true = torch.tensor([[2.0, 0.5, 1.3], [0.9, 4.0, 1.0]], dtype=torch.float64)
+    images = s_true[..., None, None] * q
+    images = torch.where(mask[:, None], images, torch.full_like(images, 99.0))  # outside the mask: ignored
+    assert torch.allclose(fit_scale(q, images, mask), s_true, rtol=1e-12)
+    # least squares with noise equals the normal-equation solution
+    noisy = images + 0.01 * torch.randn(images.shape, generator=g, dtype=torch.float64)
+    m = mask[:, None].double()
+    expected = (m * q * noisy).sum((-2, -1)) / (m * q * q).sum((-2, -1))
+    assert torch.allclose(fit_scale(q, noisy, mask), expected, rtol=1e-12)
+    # bounded to ±20 % around a reference
+    ref = torch.tensor([[1.0, 0.5, 1.3], [0.9, 2.0, 1.1]], dtype=torch.float64)
+    bounded = fit_scale(q, images, mask, reference=ref, rel_bound=0.2)
+    assert torch.allclose(bounded, torch.tensor([[1.2, 0.5, 1.3], [0.9, 2.4, 1.0]], dtype=torch.float64), rtol=1e-12)
+    # differentiable in both arguments (inside the bounds)
+    q_ = q[:1, :2, :4, :4].clone().requires_grad_(True)
+    y_ = noisy[:1, :2, :4, :4].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: fit_scale(a, b, mask[:1, :4, :4]), (q_, y_))
+    with pytest.raises(ValueError, match="same shape"):
+        fit_scale(q, images[:, :2], mask)
+
+
+def test_normalise_images_percentile_in_mask() -> None:
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 10, 10, generator=g) * torch.tensor([1.0, 100.0, 0.01]).view(1, 3, 1, 1)
+    mask = torch.zeros(2, 10, 10, dtype=torch.bool)
+    mask[:, 2:8, 2:8] = True
+    images[:, :, 0, 0] = 1e6  # a hot pixel outside the mask does not matter
+    images[1, 2] = 0.0  # a missing contrast
+    normalised, factors = normalise_images(images, mask)
+    inside = normalised[0, 1][mask[0]]
+    assert torch.quantile(inside, 0.95) == pytest.approx(1.0, rel=1e-5)
+    assert factors[1, 2] == 1.0 and torch.all(normalised[1, 2] == 0)
+    assert torch.allclose(normalised * factors[..., None, None], images)
+
+
+def test_white_matter_reference_recovers_scale() -> None:
+    """Images of maps whose white-matter-like pixels have PD 0.7: the reference is the true scale."""
+    seq, types = _protocol(2, torch.float64)
+    signal = MultiContrastSignal(seq, types)
+    n = 8
+    p = torch.empty(2, 3, n, n, dtype=torch.float64)
+    p[:, 0], p[:, 1], p[:, 2] = 0.9, 3.0, 1.5  # CSF-like
+    p[:, 0, :, :4], p[:, 1, :, :4], p[:, 2, :, :4] = WM_REFERENCE[0], 1.1, 0.075  # white matter, half the brain
+    s_true = torch.tensor([[3.0, 0.7, 1.5], [12.0, 2.0, 0.4]], dtype=torch.float64)
+    images = s_true[..., None, None] * signal(p)
+    mask = torch.ones(2, n, n, dtype=torch.bool)
+    ref = white_matter_reference(images, p, mask, signal, fraction=0.25)
+    assert torch.allclose(ref, s_true, rtol=1e-6)
+    # with a wrong PD everywhere the fit is still bounded to ±20 % of this reference
+    scale = fit_scale(signal(p * torch.tensor([0.5, 1, 1], dtype=torch.float64).view(1, 3, 1, 1)), images, mask, ref)
+    assert torch.allclose(scale, 1.2 * s_true)
+
+
+def test_head_bounds_roundtrip() -> None:
+    p = torch.tensor([[0.7, 1.1, 0.08], [1.5, 4.0, 2.0]]).view(2, 3, 1, 1)
+    assert torch.allclose(maps_from_raw(raw_from_maps(p)), p, rtol=1e-4)
+    extreme = maps_from_raw(torch.tensor([-50.0, 50.0, 0.0]).view(1, 3, 1, 1))
+    assert extreme[0, 0] >= 0 and extreme[0, 1] <= 6.0
+
+
+def _randomise_film(model: nn.Module) -> None:
+    """FiLM starts as the identity (zero init) and the blocks' gates near 0: make both matter."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "film" in name or "head" in name:
+                param.copy_(0.5 * torch.randn(param.shape, generator=g))
+            elif name.endswith("gate"):
+                param.fill_(1.0)
+
+
+def test_embedding_changes_output_with_sequence_parameters() -> None:
+    g = torch.Generator().manual_seed(2)
+    seq, types = _protocol(2)
+    images = torch.rand(2, 3, 8, 8, generator=g) + 0.1
+    mask = torch.ones(2, 8, 8, dtype=torch.bool)
+    outputs = {}
+    for name, cfg in (("embedding", W2QConfig(**{**TINY.to_dict(), "n_iterations": 0, "features": (8, 16)})),
+                      ("plain", W2QConfig(network="plain", n_iterations=0, features=(8, 16), group_size=4))):
+        torch.manual_seed(0)
+        model = W2Q(cfg).eval()
+        _randomise_film(model)
+        with torch.no_grad():
+            a = model(images, seq, types, mask).final
+            seq2 = seq.clone()
+            seq2[:, 1, 1] += 0.03  # a longer T2w echo time, same images
+            b = model(images, seq2, types, mask).final
+        outputs[name] = (a - b).abs().max()
+    assert outputs["embedding"] > 1e-3  # the protocol embedding reaches the maps
+    assert outputs["plain"] == 0  # the baseline cannot see the protocol
+    feats = protocol_features(seq, types)
+    assert feats.shape == (2, 3, 13) and torch.isfinite(feats).all()
+
+
+def test_fit_layer_gradcheck_with_w2q_signal_models() -> None:
+    """Implicit gradients of the W2Q fit layer (mixed SE / GRE / FLAIR models) w.r.t. data, prior,
+    λ and a sequence parameter, float64 on 2x2 images (fast-mode gradcheck: random projections)."""
+    g = torch.Generator().manual_seed(4)
+    seq, types = _protocol(2, torch.float64)
+    p_true = _maps(2, 2, g, torch.float64)
+    y0 = MultiContrastSignal(seq, types)(p_true).detach()
+    weight = torch.ones_like(y0)
+    weight[1, 0] = 0.0  # one contrast unavailable
+
+    def fit(y: torch.Tensor, u_reg: torch.Tensor, lam: torch.Tensor, te_t2w: torch.Tensor) -> torch.Tensor:
+        s = torch.cat([seq[:, :1], torch.cat([seq[:, 1:2, :1], te_t2w.view(2, 1, 1), seq[:, 1:2, 2:]], -1), seq[:, 2:]], 1)
+        signal = MultiContrastSignal(s, types)
+        return nonlinear_fit(lambda u: weight * signal(_from_log(u)), weight * y, u_reg, lam.view(1, 3, 1, 1),
+                             bounds=_LOG_BOUNDS, solver="gauss-newton", max_iter=50, tol=1e-11)
+
+    y = (y0 * 1.02).requires_grad_(True)
+    u_reg = (_to_log(p_true) + 0.05).requires_grad_(True)
+    lam = torch.tensor([0.05, 0.1, 0.2], dtype=torch.float64, requires_grad=True)
+    te = seq[:, 1, 1].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fit, (y, u_reg, lam, te), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+@pytest.fixture(scope="module")
+def phantom_batch() -> dict[str, torch.Tensor]:
+    anatomy = load_anatomy("phantom", "test", shape=(16, 16))
+    data = BandedProtocolDataset(anatomy, length=2, seed=5, image_size=16, part="held_out")
+    return default_collate([data[0], data[1]])
+
+
+def test_w2q_output_is_consistent_with_inputs(phantom_batch: dict[str, torch.Tensor]) -> None:
+    """With a negligible prior the fit reproduces the (noisy) inputs to the noise level."""
+    b = phantom_batch
+    torch.manual_seed(0)
+    model = W2Q(W2QConfig(**{**TINY.to_dict(), "lambda_init": 1e-4, "fit_max_iter": 30})).double().eval()
+    available = torch.tensor([[True, True, True], [True, False, True]])
+    with torch.no_grad():
+        out = model(b["images"].double(), b["sequence_params"], b["sequence_types"], b["brain_mask"], available)
+        synth, scales = model.synthesise(out)
+    assert out.final.shape == (2, 3, 16, 16) and len(out.fits) == 1 and len(out.network) == 1
+    m = (out.brain_mask[:, None] & available[..., None, None]).expand_as(synth)
+    fitted = out.scales[-1][..., None, None] * out.fields[-1] * out.signal(out.final)
+    rel = (fitted - out.normalised)[m].abs().mean() / out.normalised[m].abs().mean()
+    start = out.scales[-1][..., None, None] * out.signal(out.network[0])
+    rel_start = (start - out.normalised)[m].abs().mean() / out.normalised[m].abs().mean()
+    assert rel < 0.05 < rel_start  # physically consistent; the untrained network's guess is not
+    lower, upper = torch.tensor(MAP_LOWER), torch.tensor(MAP_UPPER)
+    assert torch.all(out.final > lower.view(1, 3, 1, 1)) and torch.all(out.final < upper.view(1, 3, 1, 1))
+    ratio = out.scales[-1] / out.reference
+    assert torch.all((ratio >= 0.8 - 1e-9) & (ratio <= 1.2 + 1e-9))
+    # an unavailable contrast's image does not matter, even NaN
+    images = b["images"].double().clone()
+    images[1, 1] = math.nan
+    with torch.no_grad():
+        again = model(images, b["sequence_params"], b["sequence_types"], b["brain_mask"], available).final
+    assert torch.allclose(again, out.final)
+
+
+def test_w2q_rejects_bad_input(phantom_batch: dict[str, torch.Tensor]) -> None:
+    b = phantom_batch
+    model = W2Q(TINY)
+    with pytest.raises(ValueError, match=r"images must be a real tensor \(B, 3, Y, X\)"):
+        model(b["images"][:, :2], b["sequence_params"], b["sequence_types"], b["brain_mask"])
+    with pytest.raises(ValueError, match="at least one available"):
+        model(b["images"], b["sequence_params"], b["sequence_types"], b["brain_mask"], torch.zeros(2, 3, dtype=torch.bool))
+    ms = b["sequence_params"].clone()
+    ms[:, 1, 0] = 5000.0
+    with pytest.raises(ValueError, match="milliseconds"):
+        model(b["images"], ms, b["sequence_types"], b["brain_mask"])
+    with pytest.raises(TypeError, match="sequence_types"):
+        model(b["images"], b["sequence_params"], b["sequence_types"].float(), b["brain_mask"])
+
+
+def test_banded_protocols_hold_out_the_middle_band() -> None:
+    anatomy = load_anatomy("phantom", "train", shape=(8, 8))
+    train = BandedProtocolDataset(anatomy, length=1, image_size=8, held_out=(0.4, 0.6), part="train")
+    test = BandedProtocolDataset(anatomy, length=1, image_size=8, held_out=(0.4, 0.6), part="held_out")
+    pr = train.protocols
+    for data, inside in ((train, False), (test, True)):
+        for seed in range(40):
+            seq, types = data.draw_protocol(torch.Generator().manual_seed(seed))
+            tr_range = pr.t2w_tr
+            f = (float(seq[1, 0]) - tr_range[0]) / (tr_range[1] - tr_range[0])
+            assert (0.4 <= f <= 0.6) == inside and 0 <= f <= 1
+            assert types.tolist()[1:] == [0, 2]
+
+
+def test_contrast_availability_never_empty() -> None:
+    avail = contrast_availability(400, 3, 0.5, torch.Generator().manual_seed(0))
+    assert avail.any(1).all()
+    dropped = (~avail.all(1)).float().mean()
+    assert 0.4 < dropped < 0.6
+
+
+def test_map_metrics() -> None:
+    target = torch.full((1, 3, 4, 4), 2.0)
+    pred = target * 1.1
+    mask = torch.ones(1, 4, 4, dtype=torch.bool)
+    m = map_metrics(pred, target, mask)
+    assert m["t1"]["mpe"] == pytest.approx(10.0) and m["t1"]["mape"] == pytest.approx(10.0)
+    assert m["pd"]["mae"] == pytest.approx(0.2) and m["t2"]["psnr"] == pytest.approx(20.0)
+
+
+def test_training_resume_and_trained_marker(tmp_path) -> None:
+    config = load_w2q_config("micro")
+    assert config.model.n_iterations == 1 and config.total_steps == 3
+    full = W2QTrainer(config, tmp_path / "a", progress=False)
+    full.run()
+    half = W2QTrainer(config, tmp_path / "b", progress=False)
+    half.run(stop_after=2)
+    with pytest.raises(ValueError, match="not a trained W2Q model"):
+        load_w2q(tmp_path / "b" / "checkpoint.pt")
+    resumed = W2QTrainer(config, tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 2
+    resumed.run()
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    model, cfg, payload = load_w2q(tmp_path / "b" / "checkpoint.pt")
+    assert payload["trained"] is True and payload["step"] == 3 and set(json.loads(payload["validation"])) == {"pd", "t1", "t2"}
+    lines = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="different configuration"):
+        W2QTrainer(config.replace(lr=1.0), tmp_path / "b", resume=True, progress=False)
+
+
+def test_self_supervised_and_baseline_configs(tmp_path) -> None:
+    config = load_w2q_config("micro", mode="self-supervised").replace(steps=1, pretrain_steps=1)
+    trainer = W2QTrainer(config, tmp_path / "ss", progress=False)
+    records = trainer.run(stop_after=2)
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    assert [r["phase"] for r in records] == ["network", "full"]
+    unet = load_w2q_config("micro", model_type="unet")
+    assert unet.model.network == "plain" and unet.model.n_iterations == 0 and unet.steps == 0
+    assert unet.pretrain_steps == load_w2q_config("micro").total_steps
+    with pytest.raises(ValueError, match="model_type"):
+        load_w2q_config("micro", model_type="resnet")
+    val = build_dataset(config, "val", 1)
+    assert val.part == "held_out"
+
+
+def test_refinement_starts_as_identity_and_phase_schedule(phantom_batch: dict[str, torch.Tensor]) -> None:
+    b = phantom_batch
+    model = W2Q(W2QConfig(**{**TINY.to_dict(), "n_iterations": 2})).eval()
+    with torch.no_grad():
+        out = model(b["images"], b["sequence_params"], b["sequence_types"], b["brain_mask"])
+    assert len(out.fits) == 2 and len(out.network) == 2
+    assert torch.allclose(out.network[1], out.fits[0], rtol=1e-5)  # zero-initialised refinement head
+    config = load_w2q_config("micro").replace(pretrain_steps=10, steps=20, warmup_steps=2, full_warmup_steps=5,
+                                               lr=2e-3, lr_full=1e-3)
+    assert phase_factor(1, config, True) == pytest.approx(1.0)
+    assert phase_factor(10, config, True) == pytest.approx(0.2 * 0.5)  # fresh warm-up at the full phase
+    assert phase_factor(10, config, False) == pytest.approx(0.2)
+    assert phase_factor(14, config, True) == pytest.approx(0.5)

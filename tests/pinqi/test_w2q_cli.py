@@ -1,0 +1,201 @@
+"""``pinqi map`` end to end on tiny NIfTI volumes with BIDS sidecars written here, and refusals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pinqi.checkpoint import save_checkpoint
+from pinqi.w2q import W2Q, MultiContrastSignal
+from pinqi.w2q_cli import SHIPPED_WEIGHTS, read_protocol, run_map
+from pinqi.w2q_training import load_w2q_config
+
+SHAPE = (16, 16, 2)
+# an oblique-free but flipped (LPS-like) affine with 2 mm voxels: exercises the RAS reorientation
+AFFINE = np.array([[-2.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+SIDECARS = {
+    "T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 20, "SequenceType": "GRE"},
+    "T2w": {"RepetitionTime": 5.0, "EchoTime": 0.1, "ScanningSequence": "SE"},
+    "FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12, "InversionTime": 2.4, "ScanningSequence": "SE_IR"},
+}
+
+
+def _write_tiny_checkpoint(path: Path, trained: bool = True, model_type: str = "w2q") -> Path:
+    """Tiny micro-preset weights (random init), marked as trained unless told otherwise."""
+    config = load_w2q_config("micro", model_type=model_type)
+    torch.manual_seed(0)
+    model = W2Q(config.model)
+    save_checkpoint(path, {
+        "kind": "w2q", "model_type": model_type, "config": json.dumps(config.to_dict()), "model": model.state_dict(),
+        "step": config.total_steps if trained else 0, "trained": trained,
+        "validation": json.dumps({"t1": {"mape": 1.0}}) if trained else "",
+    })
+    return path
+
+
+def _volumes() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Weighted images of a two-tissue object (white-matter-like core, grey-matter-like rim)."""
+    yy, xx = np.mgrid[:16, :16]
+    r = np.hypot(yy - 7.5, xx - 8.5)
+    mask2d = r < 6.5
+    pd = np.where(r < 3.5, 0.7, 0.85)
+    t1 = np.where(r < 3.5, 1.1, 1.6)
+    t2 = np.where(r < 3.5, 0.08, 0.1)
+    p = torch.tensor(np.stack([pd, t1, t2]))[None].float()
+    out = {}
+    for i, (name, side) in enumerate(SIDECARS.items()):
+        seq = torch.tensor([[[side["RepetitionTime"], side["EchoTime"], side.get("InversionTime", 0.0), side.get("FlipAngle", 90.0)]]])
+        kind = {"T1w": 1, "T2w": 0, "FLAIR": 2}[name]
+        img = MultiContrastSignal(seq, torch.tensor([[kind]]))(p)[0, 0].numpy() * 1000.0 * (i + 1)
+        img = np.where(mask2d, img, 0.0)
+        out[name] = np.stack([img, img * 0.9], axis=-1).astype(np.float32)
+    mask = np.stack([mask2d, mask2d & (xx < 12)], axis=-1)  # asymmetric: checks the orientation round trip
+    return out, mask
+
+
+def _write_inputs(folder: Path, sidecars: dict | None = None, affine: np.ndarray = AFFINE) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    vols, mask = _volumes()
+    paths = {}
+    for name, data in vols.items():
+        path = folder / f"sub-01_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(path))
+        side = (sidecars or SIDECARS)[name]
+        if side is not None:
+            (folder / f"sub-01_{name}.json").write_text(json.dumps(side))
+        paths[name] = path
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), str(folder / "mask.nii.gz"))
+    paths["mask"] = folder / "mask.nii.gz"
+    return paths
+
+
+def _args(paths: dict[str, Path], out: Path, checkpoint: Path | None, **extra) -> argparse.Namespace:
+    values = {"t1w": paths.get("T1w"), "t2w": paths.get("T2w"), "flair": paths.get("FLAIR"),
+              "brain_mask": paths.get("mask"), "checkpoint": checkpoint, "out": out, "no_progress": True}
+    values.update(extra)
+    return argparse.Namespace(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return _write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "w2q.pt")
+
+
+def test_map_end_to_end_through_cli(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from pinqi.cli import main
+
+    paths = _write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    code = main(["map", "--t1w", str(paths["T1w"]), "--t2w", str(paths["T2w"]), "--flair", str(paths["FLAIR"]),
+                 "--brain-mask", str(paths["mask"]), "--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert code == 0
+    _, mask = _volumes()
+    for name, units in (("T1map", "s"), ("T2map", "s"), ("PDmap", "arbitrary")):
+        img = nib.load(str(out / f"sub-01_{name}.nii.gz"))
+        data = np.asarray(img.dataobj)
+        assert data.shape == SHAPE and data.dtype == np.float32
+        np.testing.assert_allclose(img.affine, AFFINE)
+        assert np.all(data[~mask] == 0) and np.all(data[mask] > 0)  # zero exactly outside the mask
+        assert json.loads((out / f"sub-01_{name}.json").read_text())["Units"] == units
+    t1 = np.asarray(nib.load(str(out / "sub-01_T1map.nii.gz")).dataobj)
+    assert np.all((t1[mask] > 0.05) & (t1[mask] < 6.0))
+    assert (out / "sub-01_W2Q_overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_map_subset_of_contrasts_and_overrides(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    sidecars = dict(SIDECARS, T1w={"EchoTime": 0.004})  # TR, FA and type come from the command line
+    paths = _write_inputs(tmp_path / "in", sidecars)
+    paths.pop("FLAIR")
+    written = run_map(_args(paths, tmp_path / "out", tiny_checkpoint, tr_t1w=0.02, fa_t1w=20.0, seq_t1w="spoiled_gre"))
+    assert set(written) == {"sub-01_T1map.nii.gz", "sub-01_T2map.nii.gz", "sub-01_PDmap.nii.gz", "sub-01_T1map.json",
+                            "sub-01_T2map.json", "sub-01_PDmap.json", "sub-01_W2Q_overview.png"}
+    meta = json.loads((tmp_path / "out" / "sub-01_T1map.json").read_text())
+    assert meta["SequenceParameters"]["t1w"] == {"tr": 0.02, "te": 0.004, "ti": 0.0, "fa": 20.0, "kind": "spoiled_gre"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"T2w": {"RepetitionTime": 5.0}}, r"missing sidecar keys \['EchoTime'\]"),
+        ({"FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12, "ScanningSequence": "EP"}}, "unknown sequence type"),
+        ({"FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12}}, r"missing sidecar keys \['InversionTime'\]"),
+        ({"T2w": {"RepetitionTime": 5000.0, "EchoTime": 100.0}}, "looks like milliseconds"),
+        ({"T1w": {"RepetitionTime": 20, "EchoTime": 4, "FlipAngle": 20, "SequenceType": "GRE"}}, "looks like milliseconds"),
+        ({"T1w": {"RepetitionTime": 20, "EchoTime": 0.004, "FlipAngle": 20, "SequenceType": "GRE"}}, "looks like milliseconds"),
+        ({"T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 20}}, "missing the sequence type"),
+        ({"T1w": {"RepetitionTime": 2.0, "EchoTime": 0.003, "InversionTime": 0.9, "FlipAngle": 9,
+                  "ScanningSequence": "GR_IR"}}, "MP-RAGE"),
+        ({"T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 0.3, "SequenceType": "GRE"}}, "radians"),
+        ({"T2w": {"RepetitionTime": 0.5, "EchoTime": 0.6}}, "TE must be shorter than TR"),
+        ({"T2w": None}, r"missing sidecar keys \['RepetitionTime', 'EchoTime'\]"),
+        ({"T2w": {"RepetitionTime": 9.0, "EchoTime": 0.1, "InversionTime": 2.0, "SequenceType": "flair"}}, "cannot fill the t2w slot"),
+    ],
+)
+def test_bad_sidecars_refused(tmp_path: Path, tiny_checkpoint: Path, change: dict, message: str) -> None:
+    paths = _write_inputs(tmp_path / "in", dict(SIDECARS, **change))
+    with pytest.raises(ValueError, match=message):
+        run_map(_args(paths, tmp_path / "out", tiny_checkpoint))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_mismatched_shapes_affines_and_no_input_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    paths = _write_inputs(tmp_path / "in")
+    other = _write_inputs(tmp_path / "other")
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), shifted), str(other["T2w"]))
+    with pytest.raises(ValueError, match="affine mismatch"):
+        run_map(_args(dict(paths, T2w=other["T2w"]), tmp_path / "out", tiny_checkpoint))
+    nib.save(nib.Nifti1Image(np.ones((16, 15, 2), np.float32), AFFINE), str(other["T2w"]))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        run_map(_args(dict(paths, T2w=other["T2w"]), tmp_path / "out", tiny_checkpoint))
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 3), np.uint8), AFFINE), str(other["mask"]))
+    with pytest.raises(ValueError, match="brain mask .* has shape"):
+        run_map(_args(dict(paths, mask=other["mask"]), tmp_path / "out", tiny_checkpoint))
+    with pytest.raises(ValueError, match="at least one of --t1w, --t2w, --flair"):
+        run_map(_args({}, tmp_path / "out", tiny_checkpoint))
+
+
+def test_untrained_or_foreign_checkpoints_refused(tmp_path: Path) -> None:
+    paths = _write_inputs(tmp_path / "in")
+    untrained = _write_tiny_checkpoint(tmp_path / "untrained.pt", trained=False)
+    with pytest.raises(ValueError, match="not a trained W2Q model"):
+        run_map(_args(paths, tmp_path / "out", untrained))
+    baseline = _write_tiny_checkpoint(tmp_path / "unet.pt", model_type="unet")
+    with pytest.raises(ValueError, match="baseline, not a W2Q model"):
+        run_map(_args(paths, tmp_path / "out", baseline))
+    save_checkpoint(tmp_path / "pinqi.pt", {"kind": "pinqi", "model": {}})
+    with pytest.raises(ValueError, match="expected a 'w2q' checkpoint"):
+        run_map(_args(paths, tmp_path / "out", tmp_path / "pinqi.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        run_map(_args(paths, tmp_path / "out", tmp_path / "junk.pt"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_read_protocol_defaults(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    image = tmp_path / "x_T2w.nii.gz"
+    (tmp_path / "x_T2w.json").write_text(json.dumps({"RepetitionTime": 4.0, "EchoTime": 0.09}))
+    prot = read_protocol("t2w", image)
+    assert (prot.tr, prot.te, prot.ti, prot.fa, prot.kind) == (4.0, 0.09, 0.0, 90.0, "spin_echo")
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="pinqi"):
+        read_protocol("t2w", image, {"EchoTime": 0.03})  # a short-TE "T2w": outside the training ranges
+    assert "outside the simulated training ranges" in caplog.text and "TE 0.03" in caplog.text
+
+
+def test_shipped_weights_map_a_tiny_volume(tmp_path: Path) -> None:
+    """`pinqi map` works out of the box: the shipped checkpoint loads, is trained, and maps 16x16x2."""
+    assert SHIPPED_WEIGHTS.is_file(), f"{SHIPPED_WEIGHTS} is missing"
+    paths = _write_inputs(tmp_path / "in")
+    run_map(_args(paths, tmp_path / "out", None))
+    t1 = np.asarray(nib.load(str(tmp_path / "out" / "sub-01_T1map.nii.gz")).dataobj)
+    _, mask = _volumes()
+    assert np.isfinite(t1).all() and np.all((t1[mask] > 0.05) & (t1[mask] < 6.0))
