@@ -1,27 +1,30 @@
-"""PINQI and W2Q models, networks, baselines, training, metrics and the command-line interface."""
+"""PINQI and W2Q models, networks, baselines, training, metrics and the command-line interface.
+
+Parameters of T1 mapping are ``(Re M0, Im M0, R1 [1/s])`` as in the PINQI paper; metrics are
+reported on T1 = 1/R1 in seconds inside the brain mask. W2Q parameters are ``(PD, T1 [s], T2 [s])``.
+"""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .baselines.deept1 import DeepT1
+from .baselines.mantis import MANTIS
+from .config import PINQIConfig
+from .metrics import mae, nrmse, ssim
+from .model import PINQI, PINQIOutput
+from .networks import ImageNet, ParameterNet, UNet
+from .w2q import W2Q
 
-_PUBLIC = {
-    "PINQI": "model",
-    "PINQIConfig": "config",
-    "MANTIS": "baselines.mantis",
-    "DeepT1": "baselines.deept1",
-    "W2Q": "w2q",
-    "nrmse": "metrics",
-    "mae": "metrics",
-    "ssim": "metrics",
-    "UNet": "networks",
-    "ParameterNet": "networks",
-    "ImageNet": "networks",
-}
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "MANTIS",
+    "PINQI",
+    "W2Q",
+    "DeepT1",
+    "ImageNet",
+    "PINQIConfig",
+    "PINQIOutput",
+    "ParameterNet",
+    "UNet",
+    "mae",
+    "nrmse",
+    "ssim",
+]

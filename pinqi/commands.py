@@ -26,22 +26,48 @@ def simulate_split(
     seed: int = 1234,
     cache_dir: Path | None = None,
 ) -> Path:
-    """Write (or reuse) the fixed ``split`` set as ``out/<split>.h5``; returns its path."""
-    from simulation.h5io import ensure_t1_dataset_h5
+    """Write (or reuse) the fixed ``split`` set as ``out/<split>.h5``; returns its path.
+
+    ``n_per_acceleration`` slices at each acceleration, each group drawn from its own seeded
+    :class:`simulation.T1MappingDataset` (seed ``seed + 1000·j`` for the j-th acceleration), so
+    the groups are balanced. A file written with the same arguments and code version is reused.
+    """
+    import h5py
+    from torch.utils.data import ConcatDataset
+
+    from simulation import T1MappingDataset, load_anatomy
+    from simulation.h5io import dataset_fingerprint, write_t1_dataset_h5
 
     path = Path(out) / f"{split}.h5"
-    ensure_t1_dataset_h5(
-        path,
-        anatomy=anatomy,
-        split=split,
-        n_per_acceleration=n_per_acceleration,
-        accelerations=tuple(accelerations),
-        image_size=size,
-        n_coils=coils,
-        times=tuple(times),
-        seed=seed,
-        cache_dir=cache_dir,
-    )
+    args = {
+        "anatomy": anatomy, "split": split, "n_per_acceleration": n_per_acceleration,
+        "accelerations": [float(a) for a in accelerations], "size": size, "coils": coils,
+        "times": [float(t) for t in times], "seed": seed,
+    }
+    fingerprint = dataset_fingerprint(args)
+    if path.is_file():
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("fingerprint") == fingerprint:
+                    return path
+        except OSError:
+            pass  # unreadable: rewrite
+    anatomy_kwargs: dict[str, Any] = {}
+    if anatomy == "brainweb" and cache_dir is not None:
+        anatomy_kwargs["cache_dir"] = cache_dir
+    if anatomy == "phantom":
+        anatomy_kwargs["shape"] = (size, size)
+    source = load_anatomy(anatomy, split, **anatomy_kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    groups = [
+        T1MappingDataset(
+            source, length=n_per_acceleration, seed=seed + 1000 * j, image_size=size, n_coils=coils,
+            times=tuple(times), acceleration=float(acc),
+        )
+        for j, acc in enumerate(accelerations)
+    ]
+    attrs = {**args, "fingerprint": fingerprint, "seeds": [seed + 1000 * j for j in range(len(groups))]}
+    write_t1_dataset_h5(ConcatDataset(groups), path, attrs)
     return path
 
 
