@@ -131,9 +131,9 @@ def evaluation_methods(model: Any, times: torch.Tensor, baselines: list[str]) ->
     if model is not None:
         methods["PINQI"] = lambda b: model(b["kspace"], b["csm"], b["mask"], signal_model=q).final
     if "cg-sense" in baselines:
-        methods["CG-SENSE + fit"] = lambda b: cg_sense_fit(b["kspace"], b["csm"], b["mask"], q).parameters
+        methods["CG-SENSE + fit"] = lambda b: cg_sense_fit(b["kspace"], b["csm"], b["mask"], q).params
     if "zero-filled" in baselines:
-        methods["zero-filled + fit"] = lambda b: zero_filled_fit(b["kspace"], b["csm"], b["mask"], q).parameters
+        methods["zero-filled + fit"] = lambda b: zero_filled_fit(b["kspace"], b["csm"], b["mask"], q).params
     return methods
 
 

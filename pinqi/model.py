@@ -51,6 +51,10 @@ class PINQIOutput:
         return self.parameters[-1]
 
 
+NETWORK_SCALED_BOUND = 8.0
+"""P_θ's output range for parameters in arbitrary units (M0), in units of the image RMS scale."""
+
+
 def _inverse_softplus(value: float, beta: float) -> float:
     """λ̃ with softplus_β(λ̃) = value."""
     return math.log(math.expm1(beta * value)) / beta
@@ -88,12 +92,21 @@ class PINQI(nn.Module):
         self.n_parameters = n_params
         bounds = tuple(tuple(float(v) for v in b) for b in signal_model.bounds)
         self.bounds = bounds
-        initial_value = getattr(signal_model, "initial_value", None)
+        # P_θ sees images divided by their RMS scale s, so parameters in arbitrary units (M0)
+        # are predicted in units of s and multiplied back; physical ones (R1) stay absolute.
+        units = tuple(getattr(signal_model, "parameter_units", ("",) * n_params))
+        scaled = tuple(i for i, unit in enumerate(units) if unit == "a.u.")
+        head_lower = tuple(-NETWORK_SCALED_BOUND if i in scaled else lo for i, lo in enumerate(bounds[0]))
+        head_upper = tuple(NETWORK_SCALED_BOUND if i in scaled else hi for i, hi in enumerate(bounds[1]))
+        initial = getattr(signal_model, "initial_value", None)
+        if initial is not None:
+            initial = tuple(0.0 if i in scaled else float(v) for i, v in enumerate(initial))
         self.parameter_net = ParameterNet(
             n_times=n_times,
             n_parameters=n_params,
-            bounds=bounds,
-            initial_value=initial_value,
+            bounds=(head_lower, head_upper),
+            initial_value=initial,
+            scaled_parameters=scaled,
             features=cfg.parameter_features,
             max_iterations=cfg.n_iterations + 1,
             checkpoint=cfg.checkpoint_networks,
