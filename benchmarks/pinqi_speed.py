@@ -51,7 +51,7 @@ def _problem(batch: int, size: int, coils: int, device: torch.device):
     return q.to(device), to(kspace), to(csm), to(mask), to(params), to(inside.bool().expand(batch, -1, -1))
 
 
-def child(kind: str, batch: int, size: int, coils: int, device_name: str, checkpoint: bool) -> dict:
+def child(kind: str, batch: int, size: int, coils: int, device_name: str, checkpoint: bool = True) -> dict:
     """Runs in the child process: one warm-up-free measurement of ``kind`` ("train" or "infer")."""
     from pinqi import PINQI, PINQIConfig
     from pinqi.losses import pinqi_loss
@@ -78,7 +78,7 @@ def child(kind: str, batch: int, size: int, coils: int, device_name: str, checkp
     return {"seconds": time.perf_counter() - started, "peak_bytes": peak, "baseline_bytes": baseline}
 
 
-def measure(kind: str, batch: int, size: int, coils: int, device: str, checkpoint: bool = False) -> dict:
+def measure(kind: str, batch: int, size: int, coils: int, device: str, checkpoint: bool = True) -> dict:
     """Run :func:`child` in a fresh interpreter and return its figures."""
     code = (
         "import json, benchmarks.pinqi_speed as b; "
@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--coils", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--checkpoint-networks", action="store_true", help="recompute U-Net activations")
+    parser.add_argument(
+        "--no-checkpoint-networks", dest="checkpoint_networks", action="store_false",
+        help="keep U-Net activations instead of recomputing them (PINQIConfig's default recomputes)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default results/pinqi_speed[_DEVICE].md)")
     args = parser.parse_args(argv)
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
         "",
         f"Command: `python -m benchmarks.pinqi_speed --batch {args.batch} --size {args.size} --coils {args.coils}"
-        f" --device {args.device}{' --checkpoint-networks' if args.checkpoint_networks else ''}`",
+        f" --device {args.device}{'' if args.checkpoint_networks else ' --no-checkpoint-networks'}`",
         "",
         "| figure | value | target |",
         "|---|---|---|",
