@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Anatomy", "load_anatomy", "CLASS_NAMES", "SOURCES", "SPLITS"]
+__all__ = ["Anatomy", "load_anatomy", "resolve_anatomy", "CLASS_NAMES", "SOURCES", "SPLITS"]
 
 #: Every class name an :class:`Anatomy` may hold (BrainWeb's 11 non-background classes).
 CLASS_NAMES: tuple[str, ...] = (
@@ -189,3 +189,24 @@ def load_anatomy(
     return load_brainweb(
         split, cache_dir=cache_dir, download=download, min_brain_fraction=min_brain_fraction, **kw
     )
+
+
+def resolve_anatomy(
+    anatomy: Anatomy | None, source: str, split: str, anatomy_kwargs: dict | None = None
+) -> Anatomy:
+    """The anatomy a dataset should use: ``anatomy`` itself, or ``load_anatomy(source, split, ...)``.
+
+    Raises
+    ------
+    TypeError
+        ``anatomy`` is neither an :class:`Anatomy` nor None.
+    ValueError
+        The anatomy holds no slice.
+    """
+    if anatomy is None:
+        anatomy = load_anatomy(source, split, **(anatomy_kwargs or {}))
+    elif not isinstance(anatomy, Anatomy):
+        raise TypeError(f"anatomy must be an Anatomy or None; got {type(anatomy).__name__}")
+    if anatomy.n_slices < 1:
+        raise ValueError(f"anatomy must hold at least one slice; got {anatomy!r}")
+    return anatomy

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .anatomy import Anatomy, load_anatomy
+from .anatomy import Anatomy, resolve_anatomy
 from .signal_models import SaturationRecovery
 from .augmentation import AugmentationConfig, random_affine, random_smooth_fields, warp_linear_maps
 from .tissues import map_weights, sample_tissue_values
@@ -186,12 +186,7 @@ class T1MappingDataset(Dataset):
         anatomy_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if anatomy is None:
-            anatomy = load_anatomy(source, split, **(anatomy_kwargs or {}))
-        elif not isinstance(anatomy, Anatomy):
-            raise TypeError(f"anatomy must be an Anatomy or None; got {type(anatomy).__name__}")
-        if anatomy.n_slices < 1:
-            raise ValueError(f"anatomy must hold at least one slice; got {anatomy!r}")
+        anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
         if int(length) < 0:
             raise ValueError(f"length must be >= 0; got {length}")
         if isinstance(image_size, int):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from .anatomy import Anatomy, load_anatomy
+from .anatomy import Anatomy, resolve_anatomy
 from .augmentation import AugmentationConfig, random_affine, random_smooth_fields, warp_linear_maps
 from .t1_dataset import sample_seed
 from .tissues import map_weights, sample_tissue_values
@@ -153,10 +153,7 @@ class WeightedImageDataset(Dataset):
         anatomy_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if anatomy is None:
-            anatomy = load_anatomy(source, split, **(anatomy_kwargs or {}))
-        elif not isinstance(anatomy, Anatomy):
-            raise TypeError(f"anatomy must be an Anatomy or None; got {type(anatomy).__name__}")
+        anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
         if int(length) < 0:
             raise ValueError(f"length must be >= 0; got {length}")
         if isinstance(image_size, int):
