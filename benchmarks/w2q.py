@@ -2,7 +2,8 @@
 
 Two parts, each for W2Q and its two baselines (the embedding network without the fit layer, and
 a plain U-Net without sequence information), trained with ``pinqi train --task w2q`` (same preset,
-data stream and number of steps):
+data stream and number of steps; ``--train-missing`` trains the baselines whose checkpoints are
+missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only override):
 
 1. **Test set**: ``n_test`` samples of :class:`pinqi.w2q_training.BandedProtocolDataset` on the
    MNI152 *test* slab with protocols from the held-out middle band (never seen in training),
@@ -51,7 +52,7 @@ def load_methods(paths: dict[str, Path]) -> dict[str, tuple[W2Q, dict]]:
     methods = {}
     for name, path in paths.items():
         if not Path(path).is_file():
-            print(f"[skip] {name}: no checkpoint at {path} (train it with `pinqi train --task w2q ...`)")
+            print(f"[skip] {name}: no checkpoint at {path} (rerun with --train-missing to train it)")
             continue
         model, config, payload = load_w2q(path)
         steps, seconds = str(payload["step"]), payload.get("seconds")
@@ -228,6 +229,34 @@ def report(methods: dict, test: dict, described: list, regions: dict, args: argp
     return "\n".join(lines) + "\n"
 
 
+BASELINE_MODEL_TYPES = {"embedding net (no fit)": "embedding", "plain U-Net": "unet"}
+
+
+def train_command(out: Path, preset: str = "cpu") -> list[str]:
+    """``pinqi train`` arguments that train a baseline the way the committed results were made."""
+    return ["train", "--task", "w2q", "--preset", preset, "--config", str(out / "overrides.json"), "--out", str(out),
+            "--no-progress"]
+
+
+def train_missing(paths: dict[str, Path], preset: str = "cpu") -> None:
+    """Train every baseline whose checkpoint is missing (``cpu`` preset: about 25-35 min each on one core)."""
+    from pinqi.cli import main as pinqi_main
+
+    for name, model_type in BASELINE_MODEL_TYPES.items():
+        path = Path(paths[name])
+        if path.is_file():
+            continue
+        out = path.parent
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "overrides.json").write_text(json.dumps({"model_type": model_type}))
+        args = train_command(out, preset)
+        print(f"training {name}: pinqi {' '.join(args)}", flush=True)
+        if pinqi_main(args) != 0:
+            raise SystemExit(f"training {name} failed")
+        if not path.is_file():
+            raise SystemExit(f"training {name} wrote no checkpoint at {path}")
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--w2q", type=Path, default=SHIPPED_WEIGHTS)
@@ -238,9 +267,15 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--n-protocols", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-missing", action="store_true",
+                        help="train the baselines whose checkpoints are missing before evaluating")
+    parser.add_argument("--preset", default="cpu", help="W2Q training preset for --train-missing (cpu | micro)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = load_methods({"W2Q": args.w2q, "embedding net (no fit)": args.embedding, "plain U-Net": args.unet})
+    paths = {"W2Q": args.w2q, "embedding net (no fit)": args.embedding, "plain U-Net": args.unet}
+    if args.train_missing:
+        train_missing(paths, args.preset)
+    methods = load_methods(paths)
     if not methods:
         raise SystemExit("no checkpoints to evaluate")
     config = next(iter(methods.values()))[1]["config"]

@@ -1,0 +1,35 @@
+"""The W2Q benchmark end to end on micro checkpoints, training the missing baselines itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import w2q as bench
+from pinqi.w2q_training import W2QTrainer, load_w2q, load_w2q_config
+
+
+def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> None:
+    W2QTrainer(load_w2q_config("micro"), tmp_path / "w2q", progress=False).run()
+    embedding = tmp_path / "embedding" / "checkpoint.pt"
+    unet = tmp_path / "unet" / "checkpoint.pt"
+    out = tmp_path / "w2q.md"
+    text = bench.main([
+        "--w2q", str(tmp_path / "w2q" / "checkpoint.pt"), "--embedding", str(embedding), "--unet", str(unet),
+        "--train-missing", "--preset", "micro", "--n-test", "2", "--n-slices", "1", "--n-protocols", "2",
+        "--out", str(out),
+    ])
+    # the baselines were trained with their own model types
+    assert load_w2q(embedding)[1].model_type == "embedding"
+    assert load_w2q(unet)[1].model_type == "unet"
+    assert out.read_text() == text
+    for name in ("W2Q", "embedding net (no fit)", "plain U-Net"):
+        assert f"| {name} |" in text
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert set(results["test"]) == {"W2Q", "embedding net (no fit)", "plain U-Net"}
+    # a second run finds the checkpoints and trains nothing
+    stamp = embedding.stat().st_mtime_ns
+    bench.main(["--w2q", str(tmp_path / "w2q" / "checkpoint.pt"), "--embedding", str(embedding), "--unet", str(unet),
+                "--train-missing", "--preset", "micro", "--n-test", "2", "--n-slices", "1", "--n-protocols", "2",
+                "--out", str(out)])
+    assert embedding.stat().st_mtime_ns == stamp
