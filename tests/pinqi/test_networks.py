@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pinqi.networks import ImageNet, ParameterNet, UNet, count_parameters
-from pinqi.unet_blocks import FiLM, ResidualBlock, num_groups
+from pinqi.unet_blocks import FactorisedConv3d, FiLM, ResidualBlock, num_groups
 
 TINY = (4, 8)
 
@@ -257,3 +257,22 @@ def test_film_module_is_identity_at_initialisation():
     film = FiLM(4, 3)
     x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(film(x, torch.ones(2, 4)), x)
+
+
+@pytest.mark.parametrize(
+    "kernel, padding", [((1, 3, 3), (0, 1, 1)), ((3, 1, 1), (1, 0, 0)), ((1, 1, 1), 0), ((1, 5, 5), (0, 2, 2))]
+)
+def test_factorised_conv3d_equals_conv3d_and_keeps_its_state_dict(kernel, padding):
+    torch.manual_seed(0)
+    fast = FactorisedConv3d(3, 4, kernel, padding=padding).double()
+    reference = torch.nn.Conv3d(3, 4, kernel, padding=padding).double()
+    reference.load_state_dict(fast.state_dict())  # same keys and shapes
+    x = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(fast(x), reference(x), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fast, (x,), fast_mode=True)
+    with pytest.raises(ValueError, match=r"\(1, k, k\) or \(k, 1, 1\)"):
+        FactorisedConv3d(3, 4, (3, 3, 3))
+    with pytest.raises(ValueError, match="stride 1"):
+        FactorisedConv3d(3, 4, (1, 3, 3), stride=2)
+    with pytest.raises(ValueError, match=r"\(B, C, T, Y, X\)"):
+        fast(torch.randn(2, 3, 6, 7, dtype=torch.float64))
