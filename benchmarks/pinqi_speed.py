@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -51,11 +52,63 @@ def _problem(batch: int, size: int, coils: int, device: torch.device):
     return q.to(device), to(kspace), to(csm), to(mask), to(params), to(inside.bool().expand(batch, -1, -1))
 
 
-def child(kind: str, batch: int, size: int, coils: int, device_name: str, checkpoint: bool = True) -> dict:
+class _ComponentTimer:
+    """Wall time spent in P_θ, Y_θ, the data-consistency layer and the fit layer during a forward.
+
+    Wraps the model's networks and the two solver functions as the model module sees them, and
+    restores them on exit. On a GPU the times are only meaningful with synchronisation, so the
+    breakdown is taken on the CPU only.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        import pinqi.model as model_module
+
+        self.seconds: dict[str, float] = {}
+        self._targets = [
+            (model.parameter_net, "forward", "P_θ"),
+            (model.image_net, "forward", "Y_θ"),
+            (model_module, "data_consistency", "data consistency (CG)"),
+            (model_module, "nonlinear_fit", "nonlinear fit"),
+        ]
+        self._saved: list[tuple[object, str, object, bool]] = []
+
+    def _wrap(self, function, name: str):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def __enter__(self) -> "_ComponentTimer":
+        for owner, attribute, name in self._targets:
+            if owner is None:
+                continue
+            own = attribute in vars(owner)
+            original = getattr(owner, attribute)
+            self._saved.append((owner, attribute, original, own))
+            setattr(owner, attribute, self._wrap(original, name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attribute, original, own in reversed(self._saved):
+            if own:
+                setattr(owner, attribute, original)
+            else:
+                delattr(owner, attribute)
+
+
+def child(
+    kind: str, batch: int, size: int, coils: int, device_name: str, checkpoint: bool = True, threads: int = 0
+) -> dict:
     """Runs in the child process: one warm-up-free measurement of ``kind`` ("train" or "infer")."""
     from pinqi import PINQI, PINQIConfig
     from pinqi.losses import pinqi_loss
 
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device(device_name)
     q, kspace, csm, mask, params, brain = _problem(batch, size, coils, device)
     model = PINQI(q, PINQIConfig(checkpoint_networks=checkpoint)).to(device)
@@ -69,20 +122,31 @@ def child(kind: str, batch: int, size: int, coils: int, device_name: str, checkp
         pinqi_loss(output, params, brain).backward()
     else:
         with torch.no_grad():
-            model(kspace, csm, mask)
+            if device.type == "cpu":
+                with _ComponentTimer(model) as timer:
+                    model(kspace, csm, mask)
+                breakdown = timer.seconds
+            else:
+                model(kspace, csm, mask)
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = _peak_rss_bytes()
-    return {"seconds": time.perf_counter() - started, "peak_bytes": peak, "baseline_bytes": baseline}
+    result = {"seconds": time.perf_counter() - started, "peak_bytes": peak, "baseline_bytes": baseline,
+              "threads": torch.get_num_threads()}
+    if kind == "infer" and device.type == "cpu":
+        result["breakdown"] = breakdown
+    return result
 
 
-def measure(kind: str, batch: int, size: int, coils: int, device: str, checkpoint: bool = True) -> dict:
+def measure(
+    kind: str, batch: int, size: int, coils: int, device: str, checkpoint: bool = True, threads: int = 0
+) -> dict:
     """Run :func:`child` in a fresh interpreter and return its figures."""
     code = (
         "import json, benchmarks.pinqi_speed as b; "
-        f"print(json.dumps(b.child({kind!r}, {batch}, {size}, {coils}, {device!r}, {checkpoint})))"
+        f"print(json.dumps(b.child({kind!r}, {batch}, {size}, {coils}, {device!r}, {checkpoint}, {threads})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -100,21 +164,27 @@ def main(argv: list[str] | None = None) -> str:
         "--no-checkpoint-networks", dest="checkpoint_networks", action="store_false",
         help="keep U-Net activations instead of recomputing them (PINQIConfig's default recomputes)",
     )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the children (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default results/pinqi_speed[_DEVICE].md)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.coils = 1, 32, 2
-    train = measure("train", args.batch, args.size, args.coils, args.device, args.checkpoint_networks)
-    infer = measure("infer", 1, args.size, args.coils, args.device, args.checkpoint_networks)
+    train = measure("train", args.batch, args.size, args.coils, args.device, args.checkpoint_networks, args.threads)
+    infer = measure("infer", 1, args.size, args.coils, args.device, args.checkpoint_networks, args.threads)
     peak_gb = train["peak_bytes"] / 1e9
     memory_kind = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "peak RSS (VmHWM) of the process"
     lines = [
         f"# PINQI training step and inference ({date.today()}, torch {torch.__version__}, "
-        f"{args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
+        f"{args.device}, {train['threads']} torch threads, {platform.processor() or platform.machine()}, "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end)",
         "",
         f"Command: `python -m benchmarks.pinqi_speed --batch {args.batch} --size {args.size} --coils {args.coils}"
-        f" --device {args.device}{'' if args.checkpoint_networks else ' --no-checkpoint-networks'}`",
+        f" --device {args.device}{'' if args.checkpoint_networks else ' --no-checkpoint-networks'}"
+        f"{f' --threads {args.threads}' if args.threads else ''}`",
+        "",
+        "Untrained networks at the paper's widths, PINQIConfig defaults (T = 5, CG to 1e-6 or 100 "
+        "iterations, L-BFGS to 1e-6 or 50 iterations per pixel).",
         "",
         "| figure | value | target |",
         "|---|---|---|",
@@ -125,6 +195,12 @@ def main(argv: list[str] | None = None) -> str:
         f"| inference, one slice | {infer['seconds']:.2f} s | <= 1 s on 2 CPU cores |",
         "",
     ]
+    if "breakdown" in infer:
+        parts = dict(infer["breakdown"])
+        parts["other (A^H k, initial CG, q(p), glue)"] = infer["seconds"] - sum(parts.values())
+        lines += ["Where the inference time goes:", "", "| component | seconds | share |", "|---|---:|---:|"]
+        lines += [f"| {name} | {sec:.2f} | {100 * sec / infer['seconds']:.0f} % |" for name, sec in parts.items()]
+        lines.append("")
     verdicts = []
     verdicts.append(f"Memory target {'met' if peak_gb <= TARGET_GB else 'MISSED'} ({peak_gb:.2f} GB).")
     verdicts.append(f"Inference target {'met' if infer['seconds'] <= 1.0 else 'MISSED'} ({infer['seconds']:.2f} s/slice).")
