@@ -121,8 +121,7 @@ def cpu_preset() -> BenchmarkPreset:
       implicit backward) takes ~5 s, a DeepT1 image-stage step ~4 s and a map-stage step ~1.5 s,
       DOPAMINE ~1.5 s, CoRRECT ~0.8 s, MANTIS ~0.1 s; simulating a sample ~3 ms. So PINQI trains
       in ~37 min, DeepT1 in ~20, the other three in ~17 together: 60-80 min in all, plus a few
-      minutes of evaluation. PINQI's own ``cpu`` preset uses 650 steps; fewer here so that five
-      trainings fit.
+      minutes of evaluation. PINQI's own ``cpu`` preset uses 50 + 400 steps; 40 + 400 here.
     - baselines shrunk like PINQI's cpu U-Nets (about 1/4 of the paper's widths), keeping depth:
       MANTIS 5 levels of (32..256), DeepT1 a 32-filter CRNN and a (32..256) U-Net, DOPAMINE 32-filter
       CNNs, CoRRECT a 32-filter CNN and a (32..256) U-Net; DeepT1's CG capped like PINQI's
