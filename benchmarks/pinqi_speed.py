@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> str:
         f"{f' --threads {args.threads}' if args.threads else ''}`",
         "",
         "Untrained networks at the paper's widths, PINQIConfig defaults (T = 5, CG to 1e-6 or 100 "
-        "iterations, L-BFGS to 1e-6 or 50 iterations per pixel).",
+        "iterations, per-pixel L-BFGS to the solver's float32 tolerance or 50 iterations).",
         "",
         "| figure | value | target |",
         "|---|---|---|",
