@@ -279,15 +279,19 @@ class T1MappingDataset(Dataset):
             k = MultiCoilCartesianOp(csm[None], mask[None])(images[None])[0]
             noise = torch.randn(*k.shape, 2, generator=g, dtype=self.real_dtype)
             return k + sigma * torch.view_as_complex(noise) * mask[:, None]
-        # MKL's 2-D FFT beats a Y-only FFT on this layout (which transposes internally), so the
-        # full grid is transformed; unsampled lines are then zeroed by the mask
-        k = torch.fft.fft2((images * self._chk_in)[:, None] * csm[None], norm="ortho")  # (T, C, Y, X)
-        k.mul_((lines[..., None] * self._chk_out)[:, None])
-        by_line = k.transpose(1, 2)  # (T, Y, C, X) view
-        sampled = by_line[lines]  # (L, C, X) copy of the sampled lines
+        # Only the sampled phase-encoding lines are transformed along X: the coil images are built
+        # in a (T, C, X, Y) layout so that the FFT along Y runs over contiguous rows, the sampled
+        # k_y lines are gathered, and the FFT along X runs on those alone (about 1/R of the rows).
+        coil_images = torch.empty((t, c, nx, ny), dtype=images.dtype)
+        torch.mul((images * self._chk_in).transpose(-1, -2)[:, None], csm.transpose(-1, -2)[None], out=coil_images)
+        along_y = torch.fft.fft(coil_images, dim=-1, norm="ortho").permute(0, 3, 1, 2)  # (T, KY, C, X) view
+        sampled = torch.fft.fft(along_y[lines], dim=-1, norm="ortho")  # (L, C, KX)
+        line_y = lines.nonzero()[:, 1]
+        sampled.mul_(self._chk_out[line_y][:, None, :])
         noise = torch.randn(*sampled.shape, 2, generator=g, dtype=self.real_dtype)
         sampled.add_(torch.view_as_complex(noise), alpha=sigma)
-        by_line[lines] = sampled
+        k = torch.zeros((t, c, ny, nx), dtype=images.dtype)
+        k.transpose(1, 2)[lines] = sampled
         return k
 
     def _radial(
