@@ -23,6 +23,7 @@ Everything is drawn from a ``torch.Generator``; nothing touches the global RNG.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 __all__ = [
     "AugmentationConfig",
     "NO_GEOMETRY",
+    "output_size",
     "random_affine",
     "warp",
     "warp_linear_maps",
@@ -96,6 +98,15 @@ class AugmentationConfig:
 
 #: Only the smooth fields, no flips/rotation/zoom/shift.
 NO_GEOMETRY = AugmentationConfig(geometric=False)
+
+
+def output_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """The output grid ``(Y, X)`` of a dataset: an int means a square; each side must be >= 4."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if not isinstance(image_size, Sequence) or len(image_size) != 2 or min(image_size) < 4:
+        raise ValueError(f"image_size must be an int or (Y, X), each >= 4; got {image_size}")
+    return int(image_size[0]), int(image_size[1])
 
 
 def random_affine(

@@ -51,7 +51,7 @@ from torch.utils.data import Dataset
 
 from .anatomy import Anatomy, resolve_anatomy
 from .signal_models import SaturationRecovery
-from .augmentation import AugmentationConfig, random_affine, random_smooth_fields, warp_linear_maps
+from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
 from .tissues import map_weights, sample_tissue_values
 
 __all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "AccelerationSpec"]
@@ -189,10 +189,6 @@ class T1MappingDataset(Dataset):
         anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
         if int(length) < 0:
             raise ValueError(f"length must be >= 0; got {length}")
-        if isinstance(image_size, int):
-            image_size = (image_size, image_size)
-        if len(image_size) != 2 or min(image_size) < 4:
-            raise ValueError(f"image_size must be an int or (Y, X), each >= 4; got {image_size}")
         if int(n_coils) < 1:
             raise ValueError(f"n_coils must be >= 1; got {n_coils}")
         if dtype not in (torch.complex64, torch.complex128):
@@ -205,7 +201,7 @@ class T1MappingDataset(Dataset):
         self.anatomy = anatomy
         self.length = int(length)
         self.seed = int(seed)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_size = output_size(image_size)
         self.n_coils = int(n_coils)
         self.dtype = dtype
         self.real_dtype = torch.float32 if dtype == torch.complex64 else torch.float64

@@ -32,14 +32,13 @@ Targets
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
 from .anatomy import Anatomy, resolve_anatomy
-from .augmentation import AugmentationConfig, random_affine, random_smooth_fields, warp_linear_maps
+from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
 from .t1_dataset import sample_seed
 from .tissues import map_weights, sample_tissue_values
 
@@ -156,16 +155,12 @@ class WeightedImageDataset(Dataset):
         anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
         if int(length) < 0:
             raise ValueError(f"length must be >= 0; got {length}")
-        if isinstance(image_size, int):
-            image_size = (image_size, image_size)
-        if not isinstance(image_size, Sequence) or len(image_size) != 2 or min(image_size) < 4:
-            raise ValueError(f"image_size must be an int or (Y, X), each >= 4; got {image_size}")
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
         self.anatomy = anatomy
         self.length = int(length)
         self.seed = int(seed)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_size = output_size(image_size)
         self.protocols = ProtocolRanges() if protocols is None else protocols
         self.augmentation = AugmentationConfig() if augmentation is None else augmentation
         self.fov_mm = fov_mm
