@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pinqi.networks import ImageNet, ParameterNet, UNet, count_parameters
-from pinqi.unet_blocks import FactorisedConv3d, FiLM, ResidualBlock, num_groups
+from pinqi.factorised_conv import FactorisedConv3d
+from pinqi.unet_blocks import FiLM, ResidualBlock, num_groups
 
 TINY = (4, 8)
 
