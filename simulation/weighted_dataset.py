@@ -133,7 +133,9 @@ class WeightedImageDataset(Dataset):
     (90 for the spin echoes)); ``sequence_types`` ``(3,)`` long, ids into
     :data:`SEQUENCE_TYPES`; ``params`` ``(3, Y, X)`` = (PD, T1 [s], T2 [s]); ``brain_mask``
     ``(Y, X)`` bool; ``scale`` ``(3,)`` and ``sigma`` ``(3,)`` (noise std of the real and of the
-    imaginary part, in image units) per contrast; ``slice_index`` ``()`` long.
+    imaginary part, in image units) per contrast; ``bias`` ``(3, Y, X)`` the smooth bias field
+    ``b_c`` of every contrast (so the noise-free image is ``scale · bias · |q(params)|``);
+    ``slice_index`` ``()`` long.
     """
 
     def __init__(
@@ -242,7 +244,8 @@ class WeightedImageDataset(Dataset):
         clean = self.signal(params[None], seq, types)[0]  # (3, Y, X)
         brain_mask = brain >= 0.5
         level = self._signal_level(clean, brain_mask)
-        signal = clean * fields[2:].exp().to(self.dtype) * scale[:, None, None]
+        bias = fields[2:].exp().to(self.dtype)
+        signal = clean * bias * scale[:, None, None]
         sigma = sigma_rel * level * scale
         noise = torch.randn(2, 3, *self.image_size, generator=g, dtype=self.dtype) * sigma[:, None, None]
         images = torch.hypot(signal + noise[0], noise[1])
@@ -254,6 +257,7 @@ class WeightedImageDataset(Dataset):
             "brain_mask": brain_mask,
             "scale": scale,
             "sigma": sigma,
+            "bias": bias,
             "slice_index": torch.tensor(n, dtype=torch.long),
         }
 

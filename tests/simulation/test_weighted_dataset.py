@@ -117,6 +117,10 @@ def test_bias_and_noise_are_bounded(anatomy):
         ratio = (nf["images"] / ref["images"].clamp_min(1e-6))[:, inside]
         assert float(ratio.min()) >= math.exp(-0.3) - 1e-4 and float(ratio.max()) <= math.exp(0.3) + 1e-4
         assert float(ratio.std()) > 1e-3
+        # the reported bias field is that ratio, and the same for the noisy sample
+        torch.testing.assert_close(ratio, nf["bias"][:, inside], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(s["bias"], nf["bias"])
+        assert s["bias"].shape == (3, 32, 32) and torch.equal(ref["bias"], torch.ones_like(ref["bias"]))
 
 
 def test_targets_within_tissue_ranges(anatomy):
