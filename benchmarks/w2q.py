@@ -13,7 +13,8 @@ missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only overrid
    percentage error).
 2. **Inter-protocol consistency**: ``n_slices`` test slices with fixed canonical tissue values
    (middles of :data:`simulation.tissues.TISSUE_RANGES`) imaged with ``n_protocols`` held-out
-   protocols (random scale, 2 % noise, no bias field, so that only the protocol changes). White-
+   protocols (random scale, Rician noise with σ = 2 % of each contrast's mean signal in the brain,
+   no bias field, so that only the protocol changes). White-
    and grey-matter means (pixels with a WM fraction > 0.8, GM fraction > 0.6) per protocol, and
    their coefficient of variation (std / mean) across protocols.
 
@@ -175,7 +176,10 @@ def protocol_consistency(methods: dict, config, n_slices: int, n_protocols: int)
         for seq, types in protocols:
             clean = WeightedImageDataset.signal(anat["params"].double(), seq, types).float()
             scale = torch.exp(math.log(0.5) + math.log(4.0) * torch.rand(s, 3, 1, 1, generator=g))
-            noise = 0.02 * torch.randn(2, *clean.shape, generator=g)
+            # 2 % of each contrast's mean signal in the brain, the dataset's noise convention
+            brain = anat["brain_mask"][:, None].float()
+            level = (clean.abs() * brain).sum((-2, -1), keepdim=True) / brain.sum((-2, -1), keepdim=True)
+            noise = 0.02 * level * torch.randn(2, *clean.shape, generator=g)
             images = torch.hypot(clean + noise[0], noise[1]) * scale
             batch = {"images": images, "sequence_params": seq.float().expand(s, 3, 4),
                      "sequence_types": types.expand(s, 3), "brain_mask": anat["brain_mask"]}
@@ -236,7 +240,8 @@ def report(methods: dict, test: dict, references: dict, described: list, regions
     lines.append("")
     lines += ["## Inter-protocol consistency", "",
               f"{args.n_slices} test slices with canonical tissue values, {len(described)} held-out protocols "
-              "(TR [s]/TE [ms]/TI [s]/FA), random scale, 2 % noise, no bias field.", ""]
+              "(TR [s]/TE [ms]/TI [s]/FA), random scale, Rician noise with σ = 2 % of each contrast's mean signal in the "
+              "brain, no bias field.", ""]
     keys = [f"{t}_{p}" for t in ("wm", "gm") for p in ("t1", "t2", "pd")]
     header = "| protocol | " + " | ".join(f"{k.split('_')[0].upper()} {NAMES[k.split('_')[1]]}" for k in keys) + " |"
     first = next(iter(methods))
