@@ -322,6 +322,7 @@ class W2Q(nn.Module):
         brain_mask: torch.Tensor,
         available: torch.Tensor | None = None,
         n_iterations: int | None = None,
+        intensity_scale: torch.Tensor | None = None,
     ) -> W2QOutput:
         """Maps from weighted images.
 
@@ -340,6 +341,10 @@ class W2Q(nn.Module):
             ``(B, 3)`` bool, default all True.
         n_iterations
             Run only this many of the K iterations (0: the network alone, as in pretraining).
+        intensity_scale
+            ``(B, 3)`` known global intensity of each contrast (image = scale · q(PD, T1, T2)), e.g.
+            from a calibrated scanner; the fits then use it instead of the closed-form scale.
+            Default None: unknown.
 
         Returns
         -------
@@ -359,6 +364,12 @@ class W2Q(nn.Module):
         seq = sequence_params.to(dtype)
         signal = MultiContrastSignal(seq, sequence_types)
         normalised, factors = normalise_images(images, mask, cfg.percentile)
+        if intensity_scale is not None:
+            if not isinstance(intensity_scale, torch.Tensor) or intensity_scale.shape != factors.shape \
+                    or not bool((intensity_scale > 0).all()):
+                got = tuple(intensity_scale.shape) if isinstance(intensity_scale, torch.Tensor) else type(intensity_scale).__name__
+                raise ValueError(f"intensity_scale must be a positive tensor (B, T) = {tuple(factors.shape)}; got {got}")
+            intensity_scale = intensity_scale.to(dtype) / factors
         shown = normalised * available[..., None, None]
         fused = None
         if cfg.network == "plain":
@@ -372,6 +383,8 @@ class W2Q(nn.Module):
         lambdas = self.lambdas()
         for k in range(n_iter):
             scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+            if intensity_scale is not None:
+                scale, field = intensity_scale, torch.ones_like(field)
             factor = scale[..., None, None] * field
             p_fit = self._fit(signal, normalised, factor, weight, p_reg, lambdas[k])
             fits.append(p_fit)

@@ -33,7 +33,8 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
         assert f"| {name} |" in text
     results = json.loads(out.with_suffix(".json").read_text())
     assert set(results["test"]) == {"W2Q", "embedding net (no fit)", "plain U-Net"}
-    assert len(results["references"]) == 2 and "| pixel fit, true scale × bias (oracle) | T1 |" in text
+    assert len(results["references"]) == 3 and "| pixel fit, true scale × bias (oracle) | T1 |" in text
+    assert "| W2Q told the true global scales (oracle) | T1 |" in text and "Told the true scales, its MAPE" in text
     # a second run finds the checkpoints and trains nothing
     stamp = embedding.stat().st_mtime_ns
     bench.main(["--w2q", str(tmp_path / "w2q" / "checkpoint.pt"), "--embedding", str(embedding), "--unet", str(unet),

@@ -202,6 +202,29 @@ def test_w2q_output_is_consistent_with_inputs(phantom_batch: dict[str, torch.Ten
     assert torch.allclose(again, out.final)
 
 
+def test_known_intensity_scale_replaces_the_closed_form_scale(phantom_batch: dict[str, torch.Tensor]) -> None:
+    """Given the true receiver scale, the fit explains the images with exactly that scale; the
+    untrained network's maps then move towards the truth, and a bad scale is refused."""
+    b = phantom_batch
+    torch.manual_seed(0)
+    model = W2Q(W2QConfig(**{**TINY.to_dict(), "lambda_init": 1e-4, "fit_max_iter": 30})).double().eval()
+    bias = b["bias"].double()
+    images = b["images"].double() / bias  # bias-free, so that the global scale is the whole intensity
+    with torch.no_grad():
+        known = model(images, b["sequence_params"], b["sequence_types"], b["brain_mask"],
+                      intensity_scale=b["scale"].double())
+        fitted = model(images, b["sequence_params"], b["sequence_types"], b["brain_mask"])
+    torch.testing.assert_close(known.scales[-1] * known.factors, b["scale"].double())
+    assert not torch.allclose(fitted.scales[-1] * fitted.factors, b["scale"].double(), rtol=1e-2)
+    mask = b["brain_mask"]
+    err = (known.final[:, 1] - b["params"][:, 1].double()).abs()[mask].mean()
+    err_network = (known.network[0][:, 1] - b["params"][:, 1].double()).abs()[mask].mean()
+    assert err < 0.5 * err_network
+    for bad in (b["scale"][:, :2], -b["scale"]):
+        with pytest.raises(ValueError, match="intensity_scale must be a positive tensor"):
+            model(images, b["sequence_params"], b["sequence_types"], b["brain_mask"], intensity_scale=bad)
+
+
 def test_w2q_rejects_bad_input(phantom_batch: dict[str, torch.Tensor]) -> None:
     b = phantom_batch
     model = W2Q(TINY)
