@@ -22,6 +22,7 @@ FLAIR; any non-empty subset *available*), each with its protocol (TR, TE, TI, FA
    The output ``p_K`` is a solution of the fit problem for the input images, i.e. physically
    consistent with them by construction (to within the learned prior weight λ).
 
+The per-sample signal models and the protocol features live in :mod:`pinqi.w2q_signal`.
 ``n_iterations = 0`` gives the embedding network alone (a baseline); ``network = "plain"`` gives the
 U-Net baseline without sequence information (:class:`pinqi.w2q_networks.PlainUNet`).
 """
@@ -38,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from simulation.weighted_dataset import CONTRASTS, SEQUENCE_TYPES
-from simulation.weighted_models import FLAIR, SpinEcho, SpoiledGRE, WeightedSignalModel
 from solvers.nonlinear_fit import nonlinear_fit
 
 from .w2q_networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
 from .w2q_scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
+from .w2q_signal import N_PROTOCOL_FEATURES, MultiContrastSignal, check_protocol, protocol_features
 
 __all__ = ["W2Q", "W2QConfig", "W2QOutput", "MultiContrastSignal", "protocol_features", "DEFAULT_PROTOCOL",
            "DEFAULT_TYPES", "CONTRASTS", "SEQUENCE_TYPES"]
@@ -52,13 +53,10 @@ DEFAULT_PROTOCOL: tuple[tuple[float, float, float, float], ...] = (
     (0.6, 0.012, 0.0, 90.0), (5.0, 0.1, 0.0, 90.0), (9.0, 0.12, 2.4, 90.0),
 )
 DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
-#: Canonical (T1 [s], T2 [s]) of white matter, grey matter and CSF (middles of the simulated ranges).
-_TISSUES = ((1.15, 0.08), (1.6, 0.1), (3.0, 1.65))
 _LOG_BOUNDS = (
     (MAP_LOWER[0], math.log(MAP_LOWER[1]), math.log(MAP_LOWER[2])),
     (MAP_UPPER[0], math.log(MAP_UPPER[1]), math.log(MAP_UPPER[2])),
 )
-N_PROTOCOL_FEATURES = 13
 
 
 @dataclass(frozen=True)
@@ -118,92 +116,6 @@ class W2QConfig:
         if set(values) - known:
             raise ValueError(f"unknown W2QConfig keys {sorted(set(values) - known)}; expected a subset of {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-class MultiContrastSignal(nn.Module):
-    """Per-contrast weighted signal models for a per-sample protocol: ``(B, 3, Y, X) -> (B, T, Y, X)``.
-
-    Contrast ``c`` of sample ``b`` uses the model ``SEQUENCE_TYPES[sequence_types[b, c]]``
-    (:class:`~simulation.SpinEcho`, :class:`~simulation.SpoiledGRE` or :class:`~simulation.FLAIR`
-    with the smooth magnitude) with parameters ``sequence_params[b, c] = (TR [s], TE [s], TI [s],
-    FA [deg])``. Gradients reach ``sequence_params``.
-    """
-
-    bounds = WeightedSignalModel.bounds
-
-    def __init__(self, sequence_params: torch.Tensor, sequence_types: torch.Tensor, magnitude_eps: float = 1e-3) -> None:
-        super().__init__()
-        _check_protocol(sequence_params, sequence_types)
-        self.batch, self.n_contrasts = sequence_types.shape
-        self.groups: list[list[tuple[torch.Tensor | None, nn.Module]]] = []
-        for c in range(self.n_contrasts):
-            groups = []
-            kinds = sequence_types[:, c]
-            for kind in sorted(set(kinds.tolist())):
-                idx = torch.nonzero(kinds == kind).flatten()
-                tr, te, ti, fa = sequence_params[idx, c].unbind(-1)
-                name = SEQUENCE_TYPES[kind]
-                try:
-                    if name == "spin_echo":
-                        model: nn.Module = SpinEcho(tr, te, per_sample=True)
-                    elif name == "spoiled_gre":
-                        model = SpoiledGRE(tr, te, fa, per_sample=True)
-                    else:
-                        model = FLAIR(tr, te, ti, magnitude_eps=magnitude_eps, per_sample=True)
-                except ValueError as error:
-                    raise ValueError(f"{CONTRASTS[c] if c < len(CONTRASTS) else c} ({name}): {error}") from None
-                groups.append((None if idx.numel() == self.batch else idx.to(sequence_params.device), model))
-            self.groups.append(groups)
-
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        if p.ndim != 4 or p.shape[:2] != (self.batch, 3):
-            raise ValueError(f"p must have shape (B, 3, Y, X) with B = {self.batch}; got {tuple(p.shape)}")
-        out = []
-        for groups in self.groups:
-            if groups[0][0] is None:
-                out.append(groups[0][1](p))
-                continue
-            img = p.new_zeros(self.batch, 1, *p.shape[2:])
-            for idx, model in groups:
-                img = img.index_copy(0, idx, model(p.index_select(0, idx)))
-            out.append(img)
-        return torch.cat(out, 1)
-
-
-def _check_protocol(sequence_params: torch.Tensor, sequence_types: torch.Tensor) -> None:
-    if not isinstance(sequence_params, torch.Tensor) or sequence_params.ndim != 3 or sequence_params.shape[-1] != 4:
-        got = tuple(sequence_params.shape) if isinstance(sequence_params, torch.Tensor) else type(sequence_params).__name__
-        raise ValueError(f"sequence_params must have shape (B, T, 4) = (TR [s], TE [s], TI [s], FA [deg]); got {got}")
-    if not isinstance(sequence_types, torch.Tensor) or sequence_types.shape != sequence_params.shape[:2]:
-        got = tuple(sequence_types.shape) if isinstance(sequence_types, torch.Tensor) else type(sequence_types).__name__
-        raise ValueError(f"sequence_types must have shape (B, T) = {tuple(sequence_params.shape[:2])}; got {got}")
-    if sequence_types.is_floating_point() or sequence_types.is_complex():
-        raise TypeError(f"sequence_types must be an integer tensor of ids into {SEQUENCE_TYPES}; got {sequence_types.dtype}")
-    if sequence_types.numel() and not bool(((sequence_types >= 0) & (sequence_types < len(SEQUENCE_TYPES))).all()):
-        raise ValueError(f"sequence_types must be ids in [0, {len(SEQUENCE_TYPES)}) for {SEQUENCE_TYPES}; got {sequence_types.tolist()}")
-
-
-def protocol_features(sequence_params: torch.Tensor, sequence_types: torch.Tensor,
-                      signal: MultiContrastSignal | None = None) -> torch.Tensor:
-    """Features ``(B, T, 13)`` of each contrast's protocol for the embedding.
-
-    ``ln TR``, ``ln(TE + 1 ms)``, [TI > 0], ``ln TI`` (0 without), ``TI / TR``, ``sin α``,
-    ``cos α``, one-hot sequence type (3), and the canonical-tissue signals under the protocol:
-    ``ln q(WM)``, ``ln q(GM) − ln q(WM)``, ``ln q(CSF) − ln q(WM)`` (PD = 1, offset 1e-3).
-    """
-    signal = signal if signal is not None else MultiContrastSignal(sequence_params, sequence_types)
-    seq = sequence_params
-    tr, te, ti, fa = seq.unbind(-1)
-    has_ti = ti > 0
-    alpha = fa * (math.pi / 180)
-    basic = [tr.log(), (te + 1e-3).log(), has_ti.to(seq.dtype), torch.where(has_ti, ti.clamp_min(1e-3).log(), 0 * ti),
-             ti / tr, torch.sin(alpha), torch.cos(alpha)]
-    onehot = F.one_hot(sequence_types.long(), len(SEQUENCE_TYPES)).to(seq.dtype)
-    tissues = torch.tensor([[1.0] * 3, [t[0] for t in _TISSUES], [t[1] for t in _TISSUES]], dtype=seq.dtype)
-    tissues = tissues.to(seq.device).view(1, 3, 1, 3).expand(seq.shape[0], 3, 1, 3)
-    log_q = (signal(tissues)[:, :, 0] + 1e-3).log()  # (B, T, 3)
-    physics = [log_q[..., 0], log_q[..., 1] - log_q[..., 0], log_q[..., 2] - log_q[..., 0]]
-    return torch.cat([torch.stack(basic + physics, -1), onehot], -1)
 
 
 def _to_log(p: torch.Tensor) -> torch.Tensor:
@@ -300,7 +212,7 @@ class W2Q(nn.Module):
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a real tensor (B, {self.n_contrasts}, Y, X) ({', '.join(CONTRASTS)}); got {got}")
         b, t, ny, nx = images.shape
-        _check_protocol(seq, types)
+        check_protocol(seq, types)
         if seq.shape[:2] != (b, t):
             raise ValueError(f"sequence_params must have shape (B, T, 4) = {(b, t, 4)}; got {tuple(seq.shape)}")
         if not isinstance(mask, torch.Tensor) or mask.shape != (b, ny, nx):
