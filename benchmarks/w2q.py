@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from pinqi.metrics import ssim
-from pinqi.w2q import W2Q, MultiContrastSignal
+from pinqi.w2q import LOG_BOUNDS, W2Q, MultiContrastSignal, from_log_maps, to_log_maps
 from pinqi.w2q_cli import SHIPPED_WEIGHTS
-from pinqi.w2q_networks import MAP_LOWER, MAP_UPPER
 from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset, build_dataset, load_w2q, map_metrics
 from simulation import load_anatomy
 from simulation.tissues import TISSUE_RANGES, tissue_maps
@@ -95,6 +94,15 @@ def _ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float
     return sum(values) / len(values) if values else math.nan
 
 
+def score(pred: torch.Tensor, batch: dict[str, torch.Tensor], seconds_per_slice: float) -> dict:
+    """:func:`map_metrics` of ``pred`` against ``batch["params"]`` in the brain, with SSIM and timing."""
+    metrics = map_metrics(pred, batch["params"], batch["brain_mask"])
+    for i, p in enumerate(PARAMETERS):
+        metrics[p]["ssim"] = _ssim(pred[:, i], batch["params"][:, i], batch["brain_mask"])
+    metrics["seconds_per_slice"] = seconds_per_slice
+    return metrics
+
+
 def test_set_metrics(methods: dict, config, n_test: int) -> tuple[dict[str, dict], dict[str, dict]]:
     """Metrics of every method on the test set, and of the references: the :func:`oracle_fits` and
     W2Q told the true global intensity of every contrast (what the unknown scale costs it)."""
@@ -106,11 +114,7 @@ def test_set_metrics(methods: dict, config, n_test: int) -> tuple[dict[str, dict
         runs.append(("W2Q told the true global scales (oracle)", methods["W2Q"][0], True))
     for name, model, known_scale in runs:
         pred, sec = predict(model, batch, known_scale=known_scale)
-        metrics = map_metrics(pred, batch["params"], batch["brain_mask"])
-        for i, p in enumerate(PARAMETERS):
-            metrics[p]["ssim"] = _ssim(pred[:, i], batch["params"][:, i], batch["brain_mask"])
-        metrics["seconds_per_slice"] = sec
-        (references if known_scale else results)[name] = metrics
+        (references if known_scale else results)[name] = score(pred, batch, sec)
     return results, references
 
 
@@ -123,32 +127,21 @@ def oracle_fits(batch: dict[str, torch.Tensor]) -> dict[str, dict]:
     estimate; with the true global scale only, the bias fields are left in. A method beats these
     only through spatial priors.
     """
-    images, params, mask = batch["images"].double(), batch["params"].double(), batch["brain_mask"]
+    images, params = batch["images"].double(), batch["params"].double()
     # the magnitude FLAIR images are modelled with a (nearly) exact |·|, as they were simulated
     signal = MultiContrastSignal(batch["sequence_params"].double(), batch["sequence_types"], magnitude_eps=1e-9)
-    weight = mask[:, None].double()
-    lower = (MAP_LOWER[0], math.log(MAP_LOWER[1]), math.log(MAP_LOWER[2]))
-    upper = (MAP_UPPER[0], math.log(MAP_UPPER[1]), math.log(MAP_UPPER[2]))
-
-    def from_log(u: torch.Tensor) -> torch.Tensor:
-        return torch.cat([u[:, :1], u[:, 1:].exp()], 1)
-
+    weight = batch["brain_mask"][:, None].double()
+    u0 = to_log_maps(params)
     scale = batch["scale"].double()[..., None, None]
     gains = {"pixel fit, true scale × bias (oracle)": scale * batch["bias"].double(),
              "pixel fit, true global scale (oracle)": scale.expand_as(images)}
     out = {}
     for name, gain in gains.items():
         started = time.perf_counter()
-        u0 = torch.cat([params[:, :1], params[:, 1:].log()], 1)
         with torch.no_grad():
-            u = nonlinear_fit(lambda u: weight * signal(from_log(u)), weight * images / gain, u0, 1e-8,
-                              bounds=(lower, upper), solver="gauss-newton", max_iter=50, tol=1e-10)
-        pred = from_log(u)
-        metrics = map_metrics(pred, params, mask)
-        for i, p in enumerate(PARAMETERS):
-            metrics[p]["ssim"] = _ssim(pred[:, i], params[:, i], mask)
-        metrics["seconds_per_slice"] = (time.perf_counter() - started) / images.shape[0]
-        out[name] = metrics
+            u = nonlinear_fit(lambda u: weight * signal(from_log_maps(u)), weight * images / gain, u0, 1e-8,
+                              bounds=LOG_BOUNDS, solver="gauss-newton", max_iter=50, tol=1e-10)
+        out[name] = score(from_log_maps(u), batch, (time.perf_counter() - started) / images.shape[0])
     return out
 
 
@@ -185,9 +178,8 @@ def protocol_consistency(methods: dict, config, n_slices: int, n_protocols: int)
             clean = WeightedImageDataset.signal(anat["params"].double(), seq, types).float()
             scale = torch.exp(math.log(0.5) + math.log(4.0) * torch.rand(s, 3, 1, 1, generator=g))
             # 2 % of each contrast's mean signal in the brain, the dataset's noise convention
-            brain = anat["brain_mask"][:, None].float()
-            level = (clean.abs() * brain).sum((-2, -1), keepdim=True) / brain.sum((-2, -1), keepdim=True)
-            noise = 0.02 * level * torch.randn(2, *clean.shape, generator=g)
+            level = torch.stack([WeightedImageDataset.signal_level(c, m) for c, m in zip(clean, anat["brain_mask"])])
+            noise = 0.02 * level[..., None, None] * torch.randn(2, *clean.shape, generator=g)
             images = torch.hypot(clean + noise[0], noise[1]) * scale
             batch = {"images": images, "sequence_params": seq.float().expand(s, 3, 4),
                      "sequence_types": types.expand(s, 3), "brain_mask": anat["brain_mask"]}
@@ -219,6 +211,18 @@ def _ok(passed: bool) -> str:
     return "yes" if passed else "**no**"
 
 
+def metric_table(first_column: str, results: dict[str, dict]) -> list[str]:
+    """Markdown rows: per entry of ``results`` and parameter, PSNR, SSIM, MAE, MPE and MAPE."""
+    lines = [f"| {first_column} | param | PSNR [dB] | SSIM | MAE | MPE [%] | MAPE [%] |", "|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        for p in PARAMETERS:
+            r = m[p]
+            unit = "" if p == "pd" else " s"
+            lines.append(f"| {name} | {NAMES[p]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['mae']:.4f}{unit} | "
+                         f"{r['mpe']:+.2f} | {r['mape']:.2f} |")
+    return lines
+
+
 def report(methods: dict, test: dict, references: dict, described: list, regions: dict, args: argparse.Namespace) -> str:
     lines = ["# W2Q benchmark (`python -m benchmarks.w2q`)", ""]
     lines += ["Simulated data, MNI152 test slab, protocols from the held-out middle band of every sequence "
@@ -228,25 +232,12 @@ def report(methods: dict, test: dict, references: dict, described: list, regions
         sec = f"{info['seconds']:.0f}" if info["seconds"] else "?"
         lines.append(f"| {name} | `{info['path']}` | {info['steps']} | {sec} |")
     lines += ["", f"## Test set ({args.n_test} slices, {next(iter(methods.values()))[1]['config'].image_size}² pixels)", ""]
-    lines += ["| method | param | PSNR [dB] | SSIM | MAE | MPE [%] | MAPE [%] |", "|---|---|---|---|---|---|---|"]
-    for name, m in test.items():
-        for p in PARAMETERS:
-            r = m[p]
-            unit = "" if p == "pd" else " s"
-            lines.append(f"| {name} | {NAMES[p]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['mae']:.4f}{unit} | "
-                         f"{r['mpe']:+.2f} | {r['mape']:.2f} |")
+    lines += metric_table("method", test)
     lines += ["", "Seconds per slice: " + ", ".join(f"{n} {m['seconds_per_slice']:.3f}" for n, m in test.items()), ""]
     lines += ["References on the same slices, told what no method knows: pixel-wise fits given the true "
               "intensity (`oracle_fits`: what the noise leaves to a per-pixel estimate), and W2Q given the true "
-              "global scale of each contrast:", "",
-              "| reference | param | PSNR [dB] | SSIM | MAE | MPE [%] | MAPE [%] |", "|---|---|---|---|---|---|---|"]
-    for name, m in references.items():
-        for p in PARAMETERS:
-            r = m[p]
-            unit = "" if p == "pd" else " s"
-            lines.append(f"| {name} | {NAMES[p]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['mae']:.4f}{unit} | "
-                         f"{r['mpe']:+.2f} | {r['mape']:.2f} |")
-    lines.append("")
+              "global scale of each contrast:", ""]
+    lines += metric_table("reference", references) + [""]
     lines += ["## Inter-protocol consistency", "",
               f"{args.n_slices} test slices with canonical tissue values, {len(described)} held-out protocols "
               "(TR [s]/TE [ms]/TI [s]/FA), random scale, Rician noise with σ = 2 % of each contrast's mean signal in the "

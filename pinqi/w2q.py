@@ -46,14 +46,15 @@ from .w2q_scale import fit_scale, fit_smooth_field, normalise_images, white_matt
 from .w2q_signal import N_PROTOCOL_FEATURES, MultiContrastSignal, check_protocol, protocol_features
 
 __all__ = ["W2Q", "W2QConfig", "W2QOutput", "MultiContrastSignal", "protocol_features", "DEFAULT_PROTOCOL",
-           "DEFAULT_TYPES", "CONTRASTS", "SEQUENCE_TYPES"]
+           "DEFAULT_TYPES", "CONTRASTS", "SEQUENCE_TYPES", "LOG_BOUNDS", "to_log_maps", "from_log_maps"]
 
 #: A clinical-like protocol (TR, TE, TI, FA) per slot, used for missing contrasts' placeholders.
 DEFAULT_PROTOCOL: tuple[tuple[float, float, float, float], ...] = (
     (0.6, 0.012, 0.0, 90.0), (5.0, 0.1, 0.0, 90.0), (9.0, 0.12, 2.4, 90.0),
 )
 DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
-_LOG_BOUNDS = (
+#: Bounds of the fit's unknowns u = (PD, ln T1, ln T2) (see :func:`to_log_maps`).
+LOG_BOUNDS = (
     (MAP_LOWER[0], math.log(MAP_LOWER[1]), math.log(MAP_LOWER[2])),
     (MAP_UPPER[0], math.log(MAP_UPPER[1]), math.log(MAP_UPPER[2])),
 )
@@ -118,11 +119,13 @@ class W2QConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _to_log(p: torch.Tensor) -> torch.Tensor:
+def to_log_maps(p: torch.Tensor) -> torch.Tensor:
+    """(PD, T1, T2) maps ``(B, 3, Y, X)`` -> the fit's unknowns (PD, ln T1, ln T2)."""
     return torch.cat([p[:, :1], p[:, 1:].log()], 1)
 
 
-def _from_log(u: torch.Tensor) -> torch.Tensor:
+def from_log_maps(u: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_log_maps`."""
     return torch.cat([u[:, :1], u[:, 1:].exp()], 1)
 
 
@@ -294,9 +297,10 @@ class W2Q(nn.Module):
         networks, fits, scales, fields = [p_reg], [], [], []
         lambdas = self.lambdas()
         for k in range(n_iter):
-            scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
-            if intensity_scale is not None:
-                scale, field = intensity_scale, torch.ones_like(field)
+            if intensity_scale is None:
+                scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+            else:
+                scale, field = intensity_scale, torch.ones_like(normalised)
             factor = scale[..., None, None] * field
             p_fit = self._fit(signal, normalised, factor, weight, p_reg, lambdas[k])
             fits.append(p_fit)
@@ -360,11 +364,11 @@ class W2Q(nn.Module):
         y = weight * normalised / factor
 
         def model(u: torch.Tensor) -> torch.Tensor:
-            return weight * signal(_from_log(u))
+            return weight * signal(from_log_maps(u))
 
-        u = nonlinear_fit(model, y, _to_log(p_reg), lam.view(1, 3, 1, 1), bounds=_LOG_BOUNDS, solver=cfg.fit_solver,
+        u = nonlinear_fit(model, y, to_log_maps(p_reg), lam.view(1, 3, 1, 1), bounds=LOG_BOUNDS, solver=cfg.fit_solver,
                           max_iter=cfg.fit_max_iter, tol=cfg.fit_tol)
-        return _from_log(u)
+        return from_log_maps(u)
 
     def synthesise(self, output: W2QOutput, p: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-synthesised normalised images of all contrasts and their scales.

@@ -208,7 +208,7 @@ class WeightedImageDataset(Dataset):
         return torch.cat(out, dim=1)
 
     @staticmethod
-    def _signal_level(clean: torch.Tensor, brain_mask: torch.Tensor) -> torch.Tensor:
+    def signal_level(clean: torch.Tensor, brain_mask: torch.Tensor) -> torch.Tensor:
         """Mean absolute noise-free signal ``(3,)`` in the brain (whole image if the mask is empty)."""
         a = clean.abs()
         if bool(brain_mask.any()):
@@ -243,7 +243,7 @@ class WeightedImageDataset(Dataset):
         sigma_rel = (pr.noise_rel[0] + (pr.noise_rel[1] - pr.noise_rel[0]) * u[1]).to(self.dtype)
         clean = self.signal(params[None], seq, types)[0]  # (3, Y, X)
         brain_mask = brain >= 0.5
-        level = self._signal_level(clean, brain_mask)
+        level = self.signal_level(clean, brain_mask)
         bias = fields[2:].exp().to(self.dtype)
         signal = clean * bias * scale[:, None, None]
         sigma = sigma_rel * level * scale

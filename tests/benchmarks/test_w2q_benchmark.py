@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import torch
-
-from benchmarks import w2q as bench
 from torch.utils.data import default_collate
 
+from benchmarks import w2q as bench
 from pinqi.w2q_training import W2QTrainer, load_w2q, load_w2q_config
 from simulation import load_anatomy
 from simulation.weighted_dataset import ProtocolRanges, WeightedImageDataset

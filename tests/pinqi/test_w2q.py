@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from pinqi.w2q import W2Q, W2QConfig, MultiContrastSignal, _LOG_BOUNDS, _from_log, _to_log, protocol_features
+from pinqi.w2q import W2Q, W2QConfig, MultiContrastSignal, LOG_BOUNDS, from_log_maps, to_log_maps, protocol_features
 from pinqi.w2q_networks import MAP_LOWER, MAP_UPPER, maps_from_raw, raw_from_maps
 from pinqi.w2q_scale import WM_REFERENCE, fit_scale, normalise_images, white_matter_reference
 from pinqi.w2q_training import (
@@ -157,11 +157,11 @@ def test_fit_layer_gradcheck_with_w2q_signal_models() -> None:
     def fit(y: torch.Tensor, u_reg: torch.Tensor, lam: torch.Tensor, te_t2w: torch.Tensor) -> torch.Tensor:
         s = torch.cat([seq[:, :1], torch.cat([seq[:, 1:2, :1], te_t2w.view(2, 1, 1), seq[:, 1:2, 2:]], -1), seq[:, 2:]], 1)
         signal = MultiContrastSignal(s, types)
-        return nonlinear_fit(lambda u: weight * signal(_from_log(u)), weight * y, u_reg, lam.view(1, 3, 1, 1),
-                             bounds=_LOG_BOUNDS, solver="gauss-newton", max_iter=50, tol=1e-11)
+        return nonlinear_fit(lambda u: weight * signal(from_log_maps(u)), weight * y, u_reg, lam.view(1, 3, 1, 1),
+                             bounds=LOG_BOUNDS, solver="gauss-newton", max_iter=50, tol=1e-11)
 
     y = (y0 * 1.02).requires_grad_(True)
-    u_reg = (_to_log(p_true) + 0.05).requires_grad_(True)
+    u_reg = (to_log_maps(p_true) + 0.05).requires_grad_(True)
     lam = torch.tensor([0.05, 0.1, 0.2], dtype=torch.float64, requires_grad=True)
     te = seq[:, 1, 1].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(fit, (y, u_reg, lam, te), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
