@@ -41,7 +41,7 @@ from pinqi.w2q import LOG_BOUNDS, W2Q, MultiContrastSignal, from_log_maps, to_lo
 from pinqi.w2q_cli import SHIPPED_WEIGHTS
 from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset, build_dataset, load_w2q, map_metrics
 from simulation import load_anatomy
-from simulation.tissues import TISSUE_RANGES, tissue_maps
+from simulation.tissues import BRAIN_CLASSES, TISSUE_RANGES, tissue_maps
 from simulation.weighted_dataset import SEQUENCE_TYPES, WeightedImageDataset
 from solvers import nonlinear_fit
 
@@ -145,8 +145,9 @@ def oracle_fits(batch: dict[str, torch.Tensor]) -> dict[str, dict]:
     return out
 
 
-def fixed_anatomy(n_slices: int, size: int) -> dict[str, torch.Tensor]:
-    """Canonical-tissue maps of evenly spaced test slices, with WM / GM masks."""
+def test_fractions(n_slices: int, size: int) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
+    """Tissue fractions ``(K, S, size, size)`` of ``n_slices`` evenly spaced MNI152 test slices
+    (zero-padded square, area-downsampled), the K class names, and the brain masks ``(S, size, size)``."""
     anatomy = load_anatomy("mni152", "test")
     idx = torch.linspace(0, anatomy.n_slices - 1, n_slices + 2).round().long()[1:-1]
     frac = anatomy.fractions[:, idx]  # (K, S, Y, X)
@@ -154,12 +155,18 @@ def fixed_anatomy(n_slices: int, size: int) -> dict[str, torch.Tensor]:
     n = max(ny, nx)
     frac = F.pad(frac, ((n - nx) // 2, n - nx - (n - nx) // 2, (n - ny) // 2, n - ny - (n - ny) // 2))
     frac = F.interpolate(frac.transpose(0, 1), size=(size, size), mode="area").transpose(0, 1)
-    values = torch.tensor([[sum(getattr(TISSUE_RANGES[c], q)) / 2 for q in ("t1", "t2", "pd")]
-                           for c in anatomy.class_names])
-    maps = tissue_maps(frac, anatomy.class_names, values)
+    names = tuple(anatomy.class_names)
+    brain = frac[[names.index(c) for c in names if c in BRAIN_CLASSES]].sum(0) >= 0.5
+    return frac, names, brain
+
+
+def fixed_anatomy(n_slices: int, size: int) -> dict[str, torch.Tensor]:
+    """Canonical-tissue maps of evenly spaced test slices, with WM / GM masks."""
+    frac, names, brain = test_fractions(n_slices, size)
+    values = torch.tensor([[sum(getattr(TISSUE_RANGES[c], q)) / 2 for q in ("t1", "t2", "pd")] for c in names])
+    maps = tissue_maps(frac, names, values)
     params = torch.stack([maps["pd"], maps["t1"], maps["t2"]], 1)  # (S, 3, Y, X)
-    k = {c: i for i, c in enumerate(anatomy.class_names)}
-    brain = maps["brain"] >= 0.5
+    k = {c: i for i, c in enumerate(names)}
     return {"params": params, "brain_mask": brain, "wm": brain & (frac[k["wm"]] > 0.8),
             "gm": brain & (frac[k["gm"]] > 0.6)}
 
@@ -282,6 +289,9 @@ def report(methods: dict, test: dict, references: dict, described: list, regions
                      "pixel, the PSNR target needs a spatial prior that removes most of the noise. Its T2 errors "
                      "sit mostly in long-T2 (CSF and partial-volume) pixels, whose T2 a T2w and a FLAIR image "
                      "with TE ≈ 0.1 s barely constrain.")
+    lines.append("* What the unknown scales leave to *any* method, even one that knows the anatomy: "
+                 "`python -m benchmarks.w2q_scale_bound` (`benchmarks/results/w2q_scale_bound.md`). Scaling all three "
+                 "images alike changes only PD, so PD's unit rests on the tissue-value ranges alone.")
     told = references.get("W2Q told the true global scales (oracle)")
     if told and "W2Q" in test:
         lines.append("* Not knowing the global intensity of each contrast costs W2Q accuracy. Told the true scales, its MAPE is "
