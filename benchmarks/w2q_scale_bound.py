@@ -193,8 +193,9 @@ def scale_posterior(
     psnr = {p: float(20 * torch.log10(peak[i] / mse[i].sqrt().clamp_min(1e-12))) for i, p in enumerate(PARAMETERS)}
     mape = {p: float(100 * ape[i]) for i, p in enumerate(PARAMETERS)}
     vals = solved[keep]
-    spread = {p: 100 * (torch.einsum("g,gk->k", w, (vals[..., i] - torch.einsum("g,gk->k", w, vals[..., i])).square())).sqrt()
-              / values[:, i] for i, p in enumerate(PARAMETERS)}
+    centred = vals - torch.einsum("g,gkp->kp", w, vals)
+    std = torch.einsum("g,gkp->kp", w, centred.square()).sqrt()  # (K, 3)
+    spread = {p: 100 * std[:, i] / values[:, i] for i, p in enumerate(PARAMETERS)}
     return ScalePosterior(log_scales, weights, psnr, mape, spread)
 
 
@@ -210,7 +211,8 @@ def refined_posterior(*args, n_coarse: int = 25, n_fine: int = 21, coarse_half_w
                       **kwargs) -> ScalePosterior:
     """:func:`scale_posterior` on a coarse grid, then again on a fine grid over the coarse
     posterior's support (weights above 1e-9 of the largest, widened by one coarse step)."""
-    coarse = scale_posterior(*args, log_scales=scale_grid(torch.zeros(3), torch.full((3,), coarse_half_width), n_coarse), **kwargs)
+    grid = scale_grid(torch.zeros(3), torch.full((3,), coarse_half_width), n_coarse)
+    coarse = scale_posterior(*args, log_scales=grid, **kwargs)
     support = coarse.log_scales[coarse.weights > 1e-9 * coarse.weights.max()]
     step = 2 * coarse_half_width / (n_coarse - 1)
     lo, hi = support.amin(0) - step, support.amax(0) + step
@@ -260,12 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[float, list[ScalePosterior]] = {}
     for noise in args.noise:
         rows[noise] = []
-        for i, (frac, names, values, seq, types, scale) in enumerate(draws(args.n_slices, args.per_slice, args.image_size)):
-            post = refined_posterior(frac, names, values, seq, types, scale, noise)
+        for i, draw in enumerate(draws(args.n_slices, args.per_slice, args.image_size)):
+            post = refined_posterior(*draw, noise)
+            names = draw[1]
             rows[noise].append(post)
             print(f"noise {noise:g} draw {i}: PSNR " + " ".join(f"{p} {post.psnr[p]:.1f}" for p in PARAMETERS)
                   + " | MAPE " + " ".join(f"{p} {post.mape[p]:.2f}" for p in PARAMETERS), flush=True)
-    common = [common_scale_posterior(*draw) for draw in draws(args.n_slices, args.pd_per_slice, args.image_size, seed=1)]
+    common = [common_scale_posterior(*draw)
+              for draw in draws(args.n_slices, args.pd_per_slice, args.image_size, seed=1)]
     text = report(rows, common, names, args, time.perf_counter() - started)
     print(text)
     if not args.no_write:
@@ -285,7 +289,8 @@ def report(rows: dict[float, list[ScalePosterior]], common: list[ScalePosterior]
               "anatomy (every pixel's tissue fractions), the protocol, that there is no bias field, and each pure "
               "tissue's signal; it does not know the three scales or the nine tissue values (module docstring). "
               "Its expected error is an upper bound on what a method that sees only the images and the protocol "
-              "can reach; the mean PSNR is the bound for the mean PSNR that `benchmarks.w2q` reports. *prior only*: the tissue-value ranges alone (the partial-volume pixels ignored); "
+              "can reach; the mean PSNR is the bound for the mean PSNR that `benchmarks.w2q` reports. "
+              "*prior only*: the tissue-value ranges alone (the partial-volume pixels ignored); "
               "*with partial volumes*: their likelihood added at the given noise.", ""]
     lines += [f"| information | param | PSNR bound [dB]: mean; median (min–max) | draws > {TARGETS['psnr']:g} dB | "
               "MAPE bound [%]: median | posterior std of " + ", ".join(names) + " [%]: median |",
@@ -296,7 +301,8 @@ def report(rows: dict[float, list[ScalePosterior]], common: list[ScalePosterior]
             psnr = torch.tensor([r.psnr[p] for r in posts])
             mape = torch.tensor([r.mape[p] for r in posts])
             spread = torch.stack([r.spread[p] for r in posts]).median(0).values
-            lines.append(f"| {label} | {p.upper()} | {_db(psnr.mean())}; {_db(psnr.median())} ({_db(psnr.min())}–{_db(psnr.max())}) | "
+            spread_db = f"{_db(psnr.median())} ({_db(psnr.min())}–{_db(psnr.max())})"
+            lines.append(f"| {label} | {p.upper()} | {_db(psnr.mean())}; {spread_db} | "
                          f"{int((psnr > TARGETS['psnr']).sum())}/{len(posts)} | {mape.median():.2f} | "
                          + ", ".join(f"{v:.2f}" for v in spread.tolist()) + " |")
     psnr = torch.tensor([r.psnr["pd"] for r in common])
