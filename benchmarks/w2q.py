@@ -289,7 +289,7 @@ def report(methods: dict, test: dict, references: dict, described: list, regions
                      "pixel, the PSNR target needs a spatial prior that removes most of the noise. Its T2 errors "
                      "sit mostly in long-T2 (CSF and partial-volume) pixels, whose T2 a T2w and a FLAIR image "
                      "with TE ≈ 0.1 s barely constrain.")
-    lines.append("* What the unknown scales leave to *any* method, even one that knows the anatomy: "
+    lines.append("* How well an idealised estimator that knows the anatomy could score despite the unknown scales: "
                  "`python -m benchmarks.w2q_scale_bound` (`benchmarks/results/w2q_scale_bound.md`). Scaling all three "
                  "images alike changes only PD, so PD's unit rests on the tissue-value ranges alone.")
     told = references.get("W2Q told the true global scales (oracle)")

@@ -72,3 +72,24 @@ def test_report_end_to_end_on_a_small_grid(monkeypatch: pytest.MonkeyPatch, caps
     out = capsys.readouterr().out
     assert "| prior only | PD |" in out and "| with partial volumes, noise 0.5 % | T1 |" in out
     assert "PD along the common-scale direction alone" in out and "3 further draws" in out
+
+
+def test_common_scale_bound_matches_quadrature_on_a_narrow_interval(fractions: torch.Tensor) -> None:
+    # CSF PD 0.905 and WM PD 0.89 leave α in [0.989, 1.0056]: a few points of a coarse grid
+    values = VALUES.clone()
+    values[0, 0], values[2, 0] = 0.905, 0.89
+    from simulation.tissues import TISSUE_RANGES
+
+    lo = max(float(values[k, 0]) / TISSUE_RANGES[n].pd[1] for k, n in enumerate(NAMES))
+    hi = min(float(values[k, 0]) / TISSUE_RANGES[n].pd[0] for k, n in enumerate(NAMES))
+    assert hi / lo < 1.02
+    # posterior over t = ln α: |det ∂q/∂v| ∝ PD'² per tissue and Π_c a_c = α³, so ∝ α^(2 - 3) per tissue
+    t = torch.linspace(math.log(lo), math.log(hi), 100_001, dtype=torch.float64)
+    w = torch.exp(-len(NAMES) * t)
+    w = w / w.sum()
+    shrink = torch.exp(-t)  # the truth's PD is PD / α: the error of the posterior mean is a global factor
+    error = (shrink - (w * shrink).sum()).abs()
+    pd = values[:, 0] @ fractions
+    expected = float((w * 20 * torch.log10(pd.max() * shrink / (pd.square().mean().sqrt() * error))).sum())
+    post = bound.common_scale_posterior(fractions, NAMES, values, SEQ, TYPES, SCALE)
+    assert abs(post.psnr["pd"] - expected) < 0.3, (post.psnr["pd"], expected)
