@@ -41,8 +41,8 @@ from pinqi.w2q import LOG_BOUNDS, W2Q, MultiContrastSignal, from_log_maps, to_lo
 from pinqi.w2q_cli import SHIPPED_WEIGHTS
 from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset, build_dataset, load_w2q, map_metrics
 from simulation import load_anatomy
-from simulation.tissues import BRAIN_CLASSES, TISSUE_RANGES, tissue_maps
-from simulation.weighted_dataset import SEQUENCE_TYPES, WeightedImageDataset
+from simulation.tissues import BRAIN_CLASSES, TISSUE_RANGES, brain_mask, tissue_maps
+from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
 from solvers import nonlinear_fit
 
 RESULTS = Path(__file__).parent / "results" / "w2q.md"
@@ -156,7 +156,7 @@ def test_fractions(n_slices: int, size: int) -> tuple[torch.Tensor, tuple[str, .
     frac = F.pad(frac, ((n - nx) // 2, n - nx - (n - nx) // 2, (n - ny) // 2, n - ny - (n - ny) // 2))
     frac = F.interpolate(frac.transpose(0, 1), size=(size, size), mode="area").transpose(0, 1)
     names = tuple(anatomy.class_names)
-    brain = frac[[names.index(c) for c in names if c in BRAIN_CLASSES]].sum(0) >= 0.5
+    brain = brain_mask(frac[[names.index(c) for c in names if c in BRAIN_CLASSES]].sum(0))
     return frac, names, brain
 
 
@@ -178,12 +178,13 @@ def protocol_consistency(methods: dict, config, n_slices: int, n_protocols: int)
     protocols = [draw.draw_protocol(torch.Generator().manual_seed(1000 + i)) for i in range(n_protocols)]
     g = torch.Generator().manual_seed(7)
     s = anat["params"].shape[0]
+    lo, hi = ProtocolRanges().scale
     regions = {}
     for name, (model, _) in methods.items():
         regions[name] = []
         for seq, types in protocols:
             clean = WeightedImageDataset.signal(anat["params"].double(), seq, types).float()
-            scale = torch.exp(math.log(0.5) + math.log(4.0) * torch.rand(s, 3, 1, 1, generator=g))
+            scale = torch.exp(math.log(lo) + math.log(hi / lo) * torch.rand(s, 3, 1, 1, generator=g))
             # 2 % of each contrast's mean signal in the brain, the dataset's noise convention
             level = torch.stack([WeightedImageDataset.signal_level(c, m) for c, m in zip(clean, anat["brain_mask"])])
             noise = 0.02 * level[..., None, None] * torch.randn(2, *clean.shape, generator=g)

@@ -58,10 +58,11 @@ from pinqi.w2q import LOG_BOUNDS, MultiContrastSignal, from_log_maps, to_log_map
 from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset
 from simulation import load_anatomy
 from simulation.tissues import BACKGROUND_T1, BACKGROUND_T2, TISSUE_RANGES, TissueRange, sample_tissue_values
+from simulation.weighted_dataset import ProtocolRanges
 from solvers import nonlinear_fit
 
 RESULTS = Path(__file__).parent / "results" / "w2q_scale_bound.md"
-SCALE_PRIOR = (0.5, 2.0)  # the dataset's default ProtocolRanges.scale
+SCALE_PRIOR = ProtocolRanges().scale  # the dataset's global intensity scale range
 
 
 @dataclass
@@ -282,18 +283,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
+    sample = list(draws(args.n_slices, args.per_slice, args.image_size))
     rows: dict[float, list[ScalePosterior]] = {}
     for noise in args.noise:
         rows[noise] = []
-        for i, draw in enumerate(draws(args.n_slices, args.per_slice, args.image_size)):
+        for i, draw in enumerate(sample):
             post = refined_posterior(*draw, noise)
-            names = draw[1]
             rows[noise].append(post)
             print(f"noise {noise:g} draw {i}: PSNR " + " ".join(f"{p} {post.psnr[p]:.1f}" for p in PARAMETERS)
                   + " | MAPE " + " ".join(f"{p} {post.mape[p]:.2f}" for p in PARAMETERS), flush=True)
     common = [common_scale_posterior(*draw)
               for draw in draws(args.n_slices, args.pd_per_slice, args.image_size, seed=1)]
-    text = report(rows, common, names, args, time.perf_counter() - started)
+    text = report(rows, common, sample[0][1], args, time.perf_counter() - started)
     print(text)
     if not args.no_write:
         RESULTS.write_text(text)
