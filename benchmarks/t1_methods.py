@@ -265,7 +265,7 @@ def _truncate_log(out_dir: Path, step: int) -> None:
 
 # -- loading for evaluation --------------------------------------------------------------------
 def load_pinqi_method(out_dir: Path) -> Predict:
-    model, _ = load_pinqi(out_dir / CHECKPOINT)
+    model = load_pinqi(out_dir / CHECKPOINT)
     return lambda batch: model(batch["kspace"], batch["csm"], batch["mask"]).final
 
 

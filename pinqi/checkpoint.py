@@ -13,6 +13,19 @@ import torch
 FORMAT_VERSION = 1
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` through an exclusive temporary file in the same folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then rename).
 

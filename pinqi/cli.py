@@ -30,11 +30,14 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PINQI (or W2Q with --task w2q)")
     p.add_argument("--task", default="pinqi", choices=["pinqi", "w2q"])
-    p.add_argument("--preset", default="cpu", help="cpu | paper | micro")
+    p.add_argument("--preset", default="cpu", help="cpu | ship | gpu | paper | micro (PINQI); W2Q: cpu | paper | micro")
     p.add_argument("--config", type=Path, default=None, help="JSON file of overrides")
     p.add_argument("--mode", default="supervised", choices=["supervised", "self-supervised"], help="W2Q only")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<task>-<preset>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a run folder that holds a checkpoint")
+    p.add_argument("--init", type=Path, default=None,
+                   help="PINQI: start from these weights (a checkpoint or best.pt), e.g. the shipped model")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
     p.add_argument("--no-progress", action="store_true")
 

@@ -107,7 +107,10 @@ def train(args: argparse.Namespace) -> None:
     if args.steps is not None:
         config = config.replace(steps=args.steps)
     out = args.out or Path("runs") / f"pinqi-{args.preset}"
-    trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress,
+                      overwrite=getattr(args, "overwrite", False))
+    if getattr(args, "init", None) is not None and trainer.step == 0:
+        trainer.initialise_from(args.init)
     records = trainer.run()
     if trainer.ctx.is_main and records:
         print(f"trained to step {trainer.step}; last loss {records[-1]['loss']:.4g}; "
@@ -154,7 +157,7 @@ def run_evaluation(
     times = data["times"][0] if data["times"].ndim == 2 else data["times"]
     model = None
     if checkpoint is not None:
-        model, _ = load_pinqi(checkpoint)
+        model = load_pinqi(checkpoint)
         if model.n_times != times.numel():
             raise ValueError(
                 f"{checkpoint} was trained with {model.n_times} saturation times; {data_path} has {times.numel()}"

@@ -9,6 +9,14 @@ Each of T iterations solves
 with per-iteration learnable λ kept positive by a softplus. The initial image y₀ comes from a few
 CG iterations on the normal equations (without gradient: it is preprocessing of the measured
 data), and the initial parameters from p₀ = P_θ(y₀).
+
+Intensity scale. Scanner k-space comes in arbitrary units, but the fit's ``λ_p ||p − P_θ(y)||²``
+weighs M0 (data units) against R1 (1/s). :meth:`PINQI.forward` therefore divides the k-space by
+a robust scale ``s`` of the data — the 99th percentile over pixels of ``max_t |y₀|`` — runs the
+iterations on ``k / s`` and multiplies the M0 maps and the images back by ``s``. Since ``s(α k) =
+|α| s(k)``, ``PINQI(α k) = (α M0, R1)`` for any ``α > 0`` up to float rounding, and a global phase
+``e^{iφ}`` reaches only M0's phase and the networks (trained with uniform global phases).
+``s`` is a constant of the graph (no gradient flows through it).
 """
 
 from __future__ import annotations
@@ -44,12 +52,17 @@ class PINQIOutput:
 
     parameters: list[torch.Tensor]
     images: list[torch.Tensor]
+    scale: torch.Tensor | None = None
+    """``(B,)`` the robust data scale ``s`` the iterations ran at (M0 and images are in data units)."""
 
     @property
     def final(self) -> torch.Tensor:
         """The final parameter maps ``(B, P, Y, X)``."""
         return self.parameters[-1]
 
+
+SCALE_QUANTILE = 0.99
+"""Quantile over pixels of ``max_t |y₀|`` that defines the data scale ``s``."""
 
 NETWORK_SCALED_BOUND = 8.0
 """P_θ's output range for parameters in arbitrary units (M0), in units of the image RMS scale."""
@@ -184,6 +197,75 @@ class PINQI(nn.Module):
                 return rhs
             return cg(operator.gram, rhs, tol=0.0, max_iter=self.config.init_cg_iterations).x
 
+    def data_scale(self, y0: torch.Tensor) -> torch.Tensor:
+        """The robust intensity scale ``s`` ``(B,)`` of initial images ``y0`` ``(B, T, Y, X)``.
+
+        ``s`` = the :data:`SCALE_QUANTILE` quantile over pixels of ``max_t |y0|``, computed without
+        gradient. Raises ValueError for a sample whose images are all zero (empty k-space).
+        """
+        with torch.no_grad():
+            peak = y0.abs().amax(dim=1).flatten(1)
+            scale = torch.quantile(peak.to(torch.float64), SCALE_QUANTILE, dim=1).to(peak.dtype)
+            if not bool(torch.isfinite(scale).all()):
+                raise ValueError("kspace must be finite; the initial image has NaN or Inf values")
+            empty = ~(peak.amax(dim=1) > 0)
+            if bool(empty.any()):
+                raise ValueError(
+                    f"kspace of sample(s) {empty.nonzero().flatten().tolist()} is all zero (or csm/mask are): "
+                    "there is no signal to reconstruct"
+                )
+            # a sparse object can have a zero quantile: fall back to the peak
+            return torch.where(scale > 0, scale, peak.amax(dim=1))
+
+    def _scaled_parameters(self) -> tuple[int, ...]:
+        return self.parameter_net.scaled_parameters
+
+    def rescale_parameters(self, p: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Parameters ``(B, P, Y, X)`` with the amplitude channels (M0) multiplied by ``scale`` ``(B,)``."""
+        factor = torch.ones(p.shape[:2], dtype=p.dtype, device=p.device)
+        idx = list(self._scaled_parameters())
+        factor[:, idx] = scale.to(p.dtype).view(-1, 1)
+        return p * factor[..., None, None]
+
+    def operator(
+        self,
+        csm: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        trajectory: torch.Tensor | None = None,
+        density: torch.Tensor | None = None,
+    ) -> LinearOperator:
+        """The multi-coil forward operator: Cartesian with ``mask`` or NUFFT with ``trajectory``."""
+        if trajectory is not None:
+            return MultiCoilNUFFTOp(csm, trajectory, density=density)
+        if mask is None:
+            raise ValueError("mask is required for Cartesian k-space (or pass trajectory=...)")
+        return MultiCoilCartesianOp(csm, mask)
+
+    def pretrain_prediction(
+        self, kspace: torch.Tensor, csm: torch.Tensor, mask: torch.Tensor, images: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """P_θ pretraining: P_θ on ``alpha · y₀ + (1 − alpha) · images`` at the data scale.
+
+        Parameters
+        ----------
+        kspace, csm, mask
+            As in :meth:`forward`.
+        images
+            ``(B, T, Y, X)`` the noise-free images (the target of the blend).
+        alpha
+            ``(B,)`` blend weights in [0, 1].
+
+        Returns
+        -------
+        The prediction ``(B, P, Y, X)`` in data units and the data scale ``s`` ``(B,)``.
+        """
+        self._check_inputs(kspace, csm)
+        y0 = self.initial_image(self.operator(csm, mask), kspace)
+        scale = self.data_scale(y0)
+        a = alpha.to(y0.real.dtype).view(-1, 1, 1, 1)
+        blend = (a * y0 + (1 - a) * images) / scale.view(-1, 1, 1, 1)
+        return self.rescale_parameters(self.parameter_net(blend, 0), scale), scale
+
     def _fit(
         self,
         q: Callable[[torch.Tensor], torch.Tensor],
@@ -268,20 +350,24 @@ class PINQI(nn.Module):
         Returns
         -------
         PINQIOutput with the parameters ``(B, P, Y, X)`` and images ``(B, T, Y, X)`` of every
-        iteration.
+        iteration, in the units of ``kspace`` (M0 and images scale with it, R1 does not), and the
+        data scale ``s`` ``(B,)`` the iterations ran at.
+
+        Raises
+        ------
+        ValueError
+            If a sample's k-space (or its coil maps or mask) gives an all-zero image, or NaN/Inf.
         """
         self._check_inputs(kspace, csm)
-        if trajectory is not None:
-            operator: LinearOperator = MultiCoilNUFFTOp(csm, trajectory, density=density)
-        else:
-            if mask is None:
-                raise ValueError("mask is required for Cartesian k-space (or pass trajectory=...)")
-            operator = MultiCoilCartesianOp(csm, mask)
+        operator = self.operator(csm, mask, trajectory, density)
         q = signal_model if signal_model is not None else self.signal_model
         cfg = self.config
         lambdas = self.lambdas()
 
-        y = self.initial_image(operator, kspace)
+        y0 = self.initial_image(operator, kspace)
+        scale = self.data_scale(y0)
+        s = scale.view(-1, *([1] * (kspace.ndim - 1))).to(kspace.dtype)
+        kspace, y = kspace / s, y0 / scale.view(-1, 1, 1, 1)
         p = self.parameter_net(y, 0)
         images, parameters = [y], [p]
         shared_y_reg = shared_p_reg = None
@@ -311,4 +397,9 @@ class PINQI(nn.Module):
                 p = self._fit(q, y, p_reg, lam_p, p, i)
             images.append(y)
             parameters.append(p)
-        return PINQIOutput(parameters=parameters, images=images)
+        image_scale = scale.view(-1, 1, 1, 1)
+        return PINQIOutput(
+            parameters=[self.rescale_parameters(v, scale) for v in parameters],
+            images=[v * image_scale for v in images],
+            scale=scale,
+        )

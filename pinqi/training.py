@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,15 @@ from tqdm import tqdm
 
 from simulation import SaturationRecovery, T1MappingDataset, load_anatomy
 
-from .checkpoint import config_json, load_checkpoint, save_checkpoint
-from .losses import masked_mse, pinqi_loss
+from .checkpoint import config_json, load_checkpoint, save_checkpoint, write_text_atomic
+from .losses import in_scale_units, masked_mse, pinqi_loss
+from .metrics import nrmse
 from .model import PINQI
 from .training_config import TrainConfig
 
 log = logging.getLogger("pinqi")
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
 LOG_NAME = "train_log.jsonl"
 
 
@@ -73,10 +76,15 @@ def init_distributed() -> DistributedContext:
 
 
 def build_model(config: TrainConfig) -> PINQI:
-    """PINQI with a saturation-recovery signal model at the configured times."""
-    torch.manual_seed(config.seed)  # network initialisation only; the data stream has its own seeds
+    """PINQI with a saturation-recovery signal model at the configured times.
+
+    The network initialisation is seeded with ``config.seed`` inside a forked RNG: the global
+    RNG is left as it was.
+    """
     times = torch.tensor(config.times, dtype=torch.float32)
-    return PINQI(SaturationRecovery(times), config.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return PINQI(SaturationRecovery(times), config.model)
 
 
 def build_dataset(config: TrainConfig, split: str = "train", length: int | None = None) -> T1MappingDataset:
@@ -94,7 +102,30 @@ def build_dataset(config: TrainConfig, split: str = "train", length: int | None 
         n_coils=config.n_coils,
         times=config.times,
         acceleration=config.acceleration,
+        wide_t1=config.wide_t1,
+        inserts=config.inserts,
+        estimated_csm=config.estimated_csm,
+        intensity_scale=config.intensity_scale,
+        global_phase=config.global_phase,
     )
+
+
+def build_validation_set(config: TrainConfig) -> list[dict[str, torch.Tensor]]:
+    """The fixed validation samples: the validation split, its own seed, one acceleration."""
+    dataset = build_dataset(config, split="val", length=config.validation_samples)
+    dataset = T1MappingDataset(
+        dataset.anatomy,
+        length=config.validation_samples,
+        seed=config.seed + 104729,
+        image_size=config.image_size,
+        n_coils=config.n_coils,
+        times=config.times,
+        acceleration=config.validation_acceleration,
+        estimated_csm=1.0 if config.estimated_csm > 0 else 0.0,
+        intensity_scale=config.intensity_scale,
+        global_phase=config.global_phase,
+    )
+    return [dataset[i] for i in range(len(dataset))]
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -129,25 +160,18 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], step: int, co
     """The training loss of one batch; P_θ pretraining for the first ``pretrain_steps`` steps."""
     core: PINQI = model.module if isinstance(model, DistributedDataParallel) else model
     if step < config.pretrain_steps:
-        # P_θ pretraining: images interpolated at random between zero-filled and ground truth
-        zero_filled = core.initial_image(
-            _operator(batch), batch["kspace"]
+        # P_θ pretraining on images interpolated at random between zero-filled and ground truth;
+        # it bypasses the DDP wrapper, so under DDP the gradient is all-reduced by hand
+        alpha = _interpolation_weights(step, batch["images"].shape[0], config)
+        prediction, scale = core.pretrain_prediction(
+            batch["kspace"], batch["csm"], batch["mask"], batch["images"], alpha
         )
-        alpha = _interpolation_weights(step, batch["images"].shape[0], config).to(zero_filled.real.dtype)
-        alpha = alpha.view(-1, 1, 1, 1)
-        images = alpha * zero_filled + (1 - alpha) * batch["images"]
-        prediction = core.parameter_net(images, 0)
-        # go through the wrapper so DDP still synchronises: a zero-weighted full forward is too
-        # costly, so under DDP the gradient is all-reduced by hand (see _allreduce_gradients)
-        return masked_mse(prediction, batch["params"], batch["brain_mask"], config.outside_weight)
+        return masked_mse(
+            in_scale_units(prediction, scale), in_scale_units(batch["params"], scale),
+            batch["brain_mask"], config.outside_weight,
+        )
     output = model(batch["kspace"], batch["csm"], batch["mask"])
     return pinqi_loss(output, batch["params"], batch["brain_mask"], config.outside_weight, config.deep_supervision)
-
-
-def _operator(batch: dict[str, torch.Tensor]):
-    from operators import MultiCoilCartesianOp
-
-    return MultiCoilCartesianOp(batch["csm"], batch["mask"])
 
 
 def _interpolation_weights(step: int, n: int, config: TrainConfig) -> torch.Tensor:
@@ -189,11 +213,28 @@ class Trainer:
         ``config``.
     progress
         Show a tqdm progress bar (main process only).
+    overwrite
+        Start afresh in a folder that already holds a checkpoint (without it, and without
+        ``resume``, such a folder is refused so that no run is lost by accident).
     """
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"output folder {self.out_dir} exists and is not a folder")
+        existing = (self.out_dir / CHECKPOINT_NAME).is_file()
+        if existing and not resume and not overwrite:
+            raise ValueError(
+                f"{self.out_dir} already holds a checkpoint; pass --resume to continue it or --overwrite to start afresh"
+            )
         self.ctx = init_distributed()
         self.model = build_model(config).to(self.ctx.device)
         self.optimizer = build_optimizer(self.model, config)
@@ -202,11 +243,16 @@ class Trainer:
             self.optimizer, lambda s: learning_rate_factor(s, config.warmup_steps, total)
         )
         self.dataset = build_dataset(config)
+        self.validation_set = build_validation_set(config) if config.validation_every > 0 else []
         self.step = 0
         self.skipped = 0
+        self.best_validation = math.inf
         self.progress = progress and self.ctx.is_main
-        if resume and (self.out_dir / CHECKPOINT_NAME).is_file():
+        if resume and existing:
             self._restore(self.out_dir / CHECKPOINT_NAME)
+        elif overwrite and self.ctx.is_main:
+            for name in (CHECKPOINT_NAME, LOG_NAME, BEST_NAME):
+                (self.out_dir / name).unlink(missing_ok=True)
         self.wrapped: nn.Module = self.model
         if self.ctx.world_size > 1:
             self.wrapped = DistributedDataParallel(self.model, find_unused_parameters=_has_unused_parameters(config))
@@ -225,6 +271,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "skipped": self.skipped,
+            "best_validation": self.best_validation,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -247,16 +294,64 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.step = int(payload["step"])
         self.skipped = int(payload["skipped"])
+        self.best_validation = float(payload.get("best_validation", math.inf))
         torch.set_rng_state(payload["torch_rng"])
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
-        """Drop log lines of steps after the checkpoint (they are about to be redone)."""
+        """Drop log lines of steps after the checkpoint (they are about to be redone).
+
+        A truncated last line (a run killed while writing it) is dropped; the log is rewritten
+        atomically.
+        """
         path = self.out_dir / LOG_NAME
         if not self.ctx.is_main or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step]
-        path.write_text("".join(line + "\n" for line in kept))
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = []
+        for number, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines) - 1:
+                    log.warning("%s: dropped a truncated last line", path)
+                    continue
+                raise ValueError(f"{path}: line {number + 1} is not JSON; the log is damaged") from None
+            if record.get("step", step) < step:
+                kept.append(line)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    def initialise_from(self, path: str | Path) -> None:
+        """Copy the model weights of another PINQI checkpoint (same architecture) before step 0."""
+        payload = load_checkpoint(path, kind="pinqi")
+        try:
+            self.model.load_state_dict(payload["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{path}: its weights do not fit this configuration's networks: {error}") from error
+
+    # -- validation ----------------------------------------------------------------------------
+    def validate(self) -> float:
+        """Mean T1 nRMSE inside the brain over the validation samples (the model's own eval mode)."""
+        was_training = self.model.training
+        self.model.eval()
+        values = []
+        with torch.no_grad():
+            for first in range(0, len(self.validation_set), self.config.batch_size):
+                chunk = self.validation_set[first : first + self.config.batch_size]
+                batch = _to_device(default_collate(chunk), self.ctx.device)
+                output = self.model(batch["kspace"], batch["csm"], batch["mask"])
+                t1 = 1.0 / output.final[:, 2].clamp_min(1e-3)
+                values.append(nrmse(t1, 1.0 / batch["params"][:, 2], batch["brain_mask"]))
+        self.model.train(was_training)
+        return float(torch.cat(values).mean())
+
+    def _save_best(self, value: float) -> None:
+        self.best_validation = value
+        save_checkpoint(
+            self.out_dir / BEST_NAME,
+            {"kind": "pinqi", "config": config_json(self.config), "model": self.model.state_dict(),
+             "step": self.step, "validation_t1_nrmse": value},
+        )
 
     # -- loop ----------------------------------------------------------------------------------
     def batches(self) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -265,11 +360,16 @@ class Trainer:
             yield step, _to_device(default_collate(samples), self.ctx.device)
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One optimiser step; a non-finite loss or gradient skips it (counted)."""
+        """One optimiser step; non-finite data, loss or gradient skip it (counted)."""
         self.model.train()
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss(self.wrapped, batch, step, self.config)
+        bad = [k for k, v in batch.items() if v.is_floating_point() or v.is_complex() if not bool(torch.isfinite(v).all())]
+        if bad:
+            loss = torch.tensor(float("nan"), device=self.ctx.device)
+            log.warning("step %d: non-finite values in the batch's %s", step, ", ".join(bad))
+        else:
+            loss = compute_loss(self.wrapped, batch, step, self.config)
         # the mean over processes is what an equivalent single-process run computes, and every
         # process must take the same skip decision
         mean_loss = loss.detach().clone()
@@ -289,7 +389,10 @@ class Trainer:
             self.skipped += 1
             self.optimizer.zero_grad(set_to_none=True)
             log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", step, self.skipped)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # a skipped first step calls the scheduler before any optimizer.step(): intended
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         lambdas = {k: v.detach().cpu().tolist() for k, v in self.model.lambdas().items()}
         return {
             "step": step,
@@ -314,6 +417,11 @@ class Trainer:
             record = self.train_step(step, batch)
             self.step = step + 1
             records.append(record)
+            every = self.config.validation_every
+            if every and (self.step % every == 0 or self.step == self.total_steps) and self.ctx.is_main:
+                record["val_t1_nrmse"] = self.validate()
+                if record["val_t1_nrmse"] < self.best_validation:
+                    self._save_best(record["val_t1_nrmse"])
             if self.ctx.is_main:
                 with open(self.out_dir / LOG_NAME, "a") as handle:
                     handle.write(json.dumps(record) + "\n")
@@ -327,8 +435,17 @@ class Trainer:
         return records
 
 
-def load_pinqi(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[PINQI, TrainConfig]:
-    """A trained PINQI and its training configuration from a checkpoint."""
+SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "pinqi_t1.pt"
+
+
+def load_pinqi(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> PINQI:
+    """A trained PINQI in eval mode, from a checkpoint or (``path=None``) the shipped model.
+
+    The training configuration is attached as ``model.train_config``
+    (:class:`~pinqi.training_config.TrainConfig`); the saturation times the model was trained
+    with are ``model.train_config.times`` [s].
+    """
+    path = SHIPPED_MODEL if path is None else Path(path)
     payload = load_checkpoint(path, kind="pinqi")
     config = TrainConfig.from_dict(json.loads(payload["config"]))
     model = build_model(config)
@@ -336,4 +453,5 @@ def load_pinqi(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         model.load_state_dict(payload["model"])
     except RuntimeError as error:
         raise ValueError(f"{path}: the weights do not fit the stored configuration: {error}") from error
-    return model.to(map_location).eval(), config
+    model.train_config = config
+    return model.to(map_location).eval()

@@ -34,6 +34,24 @@ Speed
     copies, and noise drawn only for the sampled lines. The result equals
     ``MultiCoilCartesianOp(csm, mask)(images)`` up to float rounding (tested).
 
+Off the brain distribution (all off by default; the PINQI training presets switch them on)
+    A second generator, seeded from the same ``(s, i)``, drives these switches, so a sample with
+    all of them off is bit-identical to one made before they existed:
+
+    - ``wide_t1``: share of samples whose class T1s are drawn log-uniformly from
+      :data:`WIDE_T1_RANGE` (0.1–5 s) instead of the brain ranges;
+    - ``inserts``: share of samples with 1–4 elliptical inserts painted over the anatomy, each
+      with its own T1 (log-uniform in :data:`WIDE_T1_RANGE`) and PD (0.2–1.2);
+    - ``intensity_scale`` ``(lo, hi)``: a log-uniform global factor on M0, images and k-space
+      (noise included, so the SNR does not change);
+    - ``global_phase``: a uniform global M0 phase in [−π, π) on top of the smooth phase field;
+    - ``estimated_csm``: share of samples whose ``csm`` is estimated from the sample's own
+      k-space (the fully sampled centre lines of the longest-delay acquisition, Walsh), exactly
+      as a reconstruction of measured data must. The target M0 and the noise-free images are
+      then those the estimated maps can see: ``γ · M0`` with ``γ = Σ_c conj(ĉ_c) c_c`` per pixel
+      (the least-squares image of fully sampled data under the estimated maps); R1 is unchanged.
+      ``csm_true`` always holds the simulated maps.
+
 Radial
     ``trajectory="radial"``: per-time rotated radial trajectories (``radial_trajectory(...,
     mode="rotated")``, rotated as a whole by a random angle per sample), k-space ``(T, C, K)`` by
@@ -54,12 +72,15 @@ from .signal_models import SaturationRecovery
 from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
 from .tissues import map_weights, sample_tissue_values
 
-__all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "AccelerationSpec"]
+__all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "AccelerationSpec", "WIDE_T1_RANGE"]
 
 #: Saturation times [s] of the paper's main experiments.
 PAPER_TIMES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 8.0)
 #: Saturation times [s] of the paper's ablation study.
 ABLATION_TIMES: tuple[float, ...] = (0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 2.0, 8.0)
+#: T1 range [s] of the ``wide_t1`` and ``inserts`` draws (log-uniform).
+WIDE_T1_RANGE: tuple[float, float] = (0.1, 5.0)
+_REALISM_SALT = 0x5EA1
 
 AccelerationSpec = float | int | tuple[float, float] | Sequence[float]
 
@@ -103,6 +124,38 @@ def _parse_acceleration(value: AccelerationSpec) -> tuple[str, tuple[float, ...]
     if min(values) < 1:
         raise ValueError(f"acceleration must be >= 1; got {value!r}")
     return kind, values
+
+
+def _log_uniform(g: torch.Generator, lo: float, hi: float, *size: int) -> torch.Tensor:
+    u = torch.rand(size, generator=g, dtype=torch.float64)
+    return (math.log(lo) + u * (math.log(hi) - math.log(lo))).exp()
+
+
+def _share(name: str, value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a share in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def _paint_inserts(m: dict[str, torch.Tensor], g: torch.Generator) -> None:
+    """Paint 1–4 random ellipses with their own T1 and PD into the maps ``m`` (in place)."""
+    ny, nx = m["pd"].shape
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, ny, dtype=torch.float64), torch.linspace(-1, 1, nx, dtype=torch.float64), indexing="ij"
+    )
+    for _ in range(int(torch.randint(1, 5, (), generator=g))):
+        cy, cx, ay, ax, ang = (torch.rand(5, generator=g, dtype=torch.float64) * 2 - 1).tolist()
+        cy, cx = 0.6 * cy, 0.6 * cx
+        ay, ax, ang = 0.06 + 0.1 * (ay + 1), 0.06 + 0.1 * (ax + 1), math.pi * ang
+        u = (yy - cy) * math.cos(ang) + (xx - cx) * math.sin(ang)
+        v = -(yy - cy) * math.sin(ang) + (xx - cx) * math.cos(ang)
+        inside = (u / ay) ** 2 + (v / ax) ** 2 <= 1
+        t1 = float(_log_uniform(g, *WIDE_T1_RANGE, 1))
+        pd = 0.2 + float(torch.rand((), generator=g, dtype=torch.float64))
+        m["t1"] = torch.where(inside, torch.tensor(t1, dtype=m["t1"].dtype), m["t1"])
+        m["pd"] = torch.where(inside, torch.tensor(pd, dtype=m["pd"].dtype), m["pd"])
+        for key in ("brain", "tissue"):
+            m[key] = torch.where(inside, torch.ones_like(m[key]), m[key])
 
 
 def _checkerboard(ny: int, nx: int) -> torch.Tensor:
@@ -150,6 +203,13 @@ class T1MappingDataset(Dataset):
         real dtype.
     anatomy_kwargs
         Extra arguments to ``load_anatomy`` (``cache_dir``, ``download``, ``shape``, ...).
+    wide_t1, inserts, estimated_csm
+        Shares in [0, 1] of samples with wide T1 ranges, with elliptical inserts, and with coil maps
+        estimated from their own k-space (module docstring).
+    intensity_scale
+        ``(lo, hi)``: log-uniform global intensity factor; ``(1, 1)`` (default) leaves it out.
+    global_phase
+        Draw a uniform global M0 phase.
 
     Notes
     -----
@@ -160,7 +220,8 @@ class T1MappingDataset(Dataset):
     ``csm`` ``(C, Y, X)`` complex; ``params`` ``(3, Y, X)`` real = (Re M0, Im M0, R1 [1/s]);
     ``images`` ``(T, Y, X)`` complex, noise-free; ``brain_mask`` ``(Y, X)`` bool;
     ``times`` ``(T,)`` [s]; ``sigma`` ``()``; ``acceleration`` ``()`` (nominal; radial: Nyquist
-    spokes / spokes); ``slice_index`` ``()`` long (index into the anatomy's slices).
+    spokes / spokes); ``slice_index`` ``()`` long (index into the anatomy's slices);
+    ``csm_true`` ``(C, Y, X)`` the simulated coil maps (equal to ``csm`` unless estimated).
     """
 
     def __init__(
@@ -184,6 +245,11 @@ class T1MappingDataset(Dataset):
         fov_mm: float | None = None,
         dtype: torch.dtype = torch.complex64,
         anatomy_kwargs: dict | None = None,
+        wide_t1: float = 0.0,
+        inserts: float = 0.0,
+        estimated_csm: float = 0.0,
+        intensity_scale: tuple[float, float] = (1.0, 1.0),
+        global_phase: bool = False,
     ) -> None:
         super().__init__()
         anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
@@ -221,6 +287,13 @@ class T1MappingDataset(Dataset):
         # centred FFT = (-1)^(ky - Y/2 + kx - X/2) · FFT((-1)^(y + x) · image) for even sizes
         self._chk_out = (chk * (-1.0) ** ((ny + nx) // 2)).to(self.real_dtype)
         self._signal_model = SaturationRecovery(self.times)
+        self.wide_t1 = _share("wide_t1", wide_t1)
+        self.inserts = _share("inserts", inserts)
+        self.estimated_csm = _share("estimated_csm", estimated_csm)
+        self.intensity_scale = _parse_range("intensity_scale", intensity_scale, lower=1e-30)
+        self.global_phase = bool(global_phase)
+        if self.estimated_csm > 0 and trajectory != "cartesian":
+            raise ValueError("estimated_csm needs Cartesian k-space with fully sampled centre lines")
 
     def __len__(self) -> int:
         return self.length
@@ -235,10 +308,12 @@ class T1MappingDataset(Dataset):
             return _uniform(g, vals[0], vals[1])
         return vals[int(torch.randint(len(vals), (), generator=g))]
 
-    def _maps(self, g: torch.Generator, n: int) -> dict[str, torch.Tensor]:
+    def _maps(self, g: torch.Generator, n: int, extra: torch.Generator) -> dict[str, torch.Tensor]:
         """Augmented maps of slice ``n``: pd, t1 (with T1 polynomial), bias·phase, brain, tissue."""
         a = self.anatomy
         values = sample_tissue_values(a.class_names, g)
+        if self.wide_t1 > 0 and float(torch.rand((), generator=extra)) < self.wide_t1:
+            values[:, 0] = _log_uniform(extra, *WIDE_T1_RANGE, values.shape[0]).to(values.dtype)
         w, b, names = map_weights(values, a.class_names, with_t2=False)
         theta = random_affine(a.shape, a.voxel_size_mm, self.image_size, self.augmentation, g, self.fov_mm)
         maps = warp_linear_maps(self.anatomy.fractions[:, n].contiguous(), w, b, theta, self.image_size)
@@ -254,6 +329,8 @@ class T1MappingDataset(Dataset):
         out["bias"] = fields[1].exp()
         out["phase"] = fields[2]
         out["pd"] = out["pd"].clamp_min(0)
+        if self.inserts > 0 and float(torch.rand((), generator=extra)) < self.inserts:
+            _paint_inserts(out, extra)
         return out
 
     def _coil_maps(self, g: torch.Generator, tissue: torch.Tensor) -> torch.Tensor:
@@ -319,10 +396,14 @@ class T1MappingDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
         index = int(index) % self.length
         g = torch.Generator().manual_seed(sample_seed(self.seed, index))
+        extra = torch.Generator().manual_seed(sample_seed(self.seed, index) ^ _REALISM_SALT)
         n = int(torch.randint(self.anatomy.n_slices, (), generator=g))
-        m = self._maps(g, n)
+        m = self._maps(g, n, extra)
         rdt = self.real_dtype
-        m0 = torch.polar(m["pd"] * m["bias"], m["phase"])
+        phase = m["phase"]
+        if self.global_phase:
+            phase = phase + math.pi * (2 * float(torch.rand((), generator=extra, dtype=torch.float64)) - 1)
+        m0 = torch.polar(m["pd"] * m["bias"], phase)
         params = torch.stack([m0.real, m0.imag, 1.0 / m["t1"]]).to(rdt)
         images = self._signal_model(params[None])[0].to(self.dtype)
         csm = self._coil_maps(g, m["tissue"]).to(self.dtype)
@@ -341,8 +422,21 @@ class T1MappingDataset(Dataset):
         else:
             sigma = _uniform(g, *self.noise_sigma)
             out.update(self._radial(images, csm, accel, sigma, g))
+        csm_true = csm
+        if self.estimated_csm > 0 and float(torch.rand((), generator=extra)) < self.estimated_csm:
+            csm, gamma = self._estimate_csm(out["kspace"], csm_true)
+            params = torch.cat([torch.view_as_real(torch.complex(params[0], params[1]) * gamma).movedim(-1, 0),
+                                params[2:]]).to(rdt)
+            images = images * gamma
+        alpha = float(_log_uniform(extra, *self.intensity_scale, 1)) if self.intensity_scale != (1.0, 1.0) else 1.0
+        if alpha != 1.0:
+            out["kspace"] = out["kspace"] * alpha
+            params = torch.cat([params[:2] * alpha, params[2:]])
+            images = images * alpha
+            sigma = sigma * alpha
         out.update(
             csm=csm,
+            csm_true=csm_true,
             params=params,
             images=images,
             brain_mask=m["brain"] >= 0.5,
@@ -351,6 +445,15 @@ class T1MappingDataset(Dataset):
             slice_index=torch.tensor(n, dtype=torch.long),
         )
         return out
+
+    def _estimate_csm(self, kspace: torch.Tensor, csm_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Walsh maps from the longest delay's centre lines and ``γ = Σ_c conj(ĉ_c) c_c`` ``(Y, X)``."""
+        from operators import estimate_coil_maps
+
+        longest = int(self.times.argmax())
+        csm = estimate_coil_maps(kspace[longest : longest + 1], method="walsh").to(self.dtype)
+        gamma = (csm.conj() * csm_true).sum(0)
+        return csm, gamma
 
     def __repr__(self) -> str:
         acc = self.acceleration_values if self.acceleration_kind != "fixed" else self.acceleration_values[0]

@@ -100,3 +100,29 @@ def test_bad_input_is_refused():
         model(k, csm, None)
     with pytest.raises(ValueError, match="fit_mode"):
         PINQIConfig(fit_mode="newton")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+@pytest.mark.parametrize("alpha", [1e-6, 1e-2, 30.0, 1e6])
+def test_scale_equivariance(dtype, alpha):
+    """PINQI(α k) = (α M0, R1): the iterations run at the data's own robust scale."""
+    q, k, csm, mask, _, _ = tiny_problem(dtype)
+    model = PINQI(q, TINY)
+    if dtype == torch.complex128:
+        model = model.double()
+    with torch.no_grad():
+        ref = model(k, csm, mask)
+        out = model(k * alpha, csm, mask)
+    m0, m0_ref = out.final[:, :2] / alpha, ref.final[:, :2]
+    tol = 1e-9 if dtype == torch.complex128 else 1e-3
+    assert (m0 - m0_ref).norm() <= tol * m0_ref.norm()
+    assert (out.final[:, 2] - ref.final[:, 2]).norm() <= tol * ref.final[:, 2].norm()
+    assert torch.allclose(out.scale / alpha, ref.scale, rtol=1e-6)
+    assert (out.images[-1] / alpha - ref.images[-1]).norm() <= tol * ref.images[-1].norm()
+
+
+def test_all_zero_kspace_is_refused():
+    q, k, csm, mask, _, _ = tiny_problem(torch.complex64)
+    model = PINQI(q, TINY)
+    with pytest.raises(ValueError, match="all zero"):
+        model(torch.zeros_like(k), csm, mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from pinqi.checkpoint import load_checkpoint, save_checkpoint
-from pinqi.training import Trainer, learning_rate_factor, load_pinqi
+from pinqi.training import Trainer, build_model, learning_rate_factor, load_pinqi
 from pinqi.training_config import TrainConfig, load_train_config, micro_preset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def test_config_round_trip_and_overrides(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"stepz": 1})
     with pytest.raises(ValueError, match="unknown preset"):
-        load_train_config("gpu")
+        load_train_config("tpu")
 
 
 @pytest.mark.slow
@@ -85,8 +86,8 @@ def test_checkpoint_is_atomic_and_typed(tmp_path: Path):
 def test_checkpoint_of_another_configuration_is_refused(tmp_path: Path):
     config = micro_preset().replace(steps=1, checkpoint_every=1)
     Trainer(config, tmp_path, progress=False).run()
-    model, loaded = load_pinqi(tmp_path / "checkpoint.pt")
-    assert loaded == config
+    model = load_pinqi(tmp_path / "checkpoint.pt")
+    assert model.train_config == config and not model.training
     payload = load_checkpoint(tmp_path / "checkpoint.pt")
     other = json.loads(payload["config"])
     other["model"]["parameter_features"] = [4, 8]
@@ -115,3 +116,55 @@ def test_ddp_two_processes_gloo(tmp_path: Path):
     config = load_train_config("micro", override)
     single = Trainer(config, tmp_path / "single", progress=False).run()
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in single], rel=1e-5)
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(tmp_path: Path):
+    config = micro_preset().replace(steps=1, checkpoint_every=1)
+    Trainer(config, tmp_path, progress=False).run()
+    with pytest.raises(ValueError, match="--resume .* --overwrite"):
+        Trainer(config, tmp_path, progress=False)
+    fresh = Trainer(config, tmp_path, progress=False, overwrite=True)
+    assert fresh.step == 0 and not (tmp_path / "checkpoint.pt").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        Trainer(config, tmp_path / "file", progress=False)
+
+
+def test_resume_survives_a_truncated_last_log_line(tmp_path: Path):
+    config = micro_preset().replace(steps=3, checkpoint_every=1)
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.run(stop_after=2)
+    log_path = tmp_path / "train_log.jsonl"
+    log_path.write_text(log_path.read_text() + '{"step": 2, "lo')
+    resumed = Trainer(config, tmp_path, resume=True, progress=False)
+    resumed.run()
+    steps = [json.loads(line)["step"] for line in log_path.read_text().splitlines()]
+    assert steps == [0, 1, 2]
+
+
+def test_non_finite_batch_is_skipped_and_counted(tmp_path: Path):
+    config = micro_preset().replace(steps=1, checkpoint_every=1)
+    trainer = Trainer(config, tmp_path, progress=False)
+    step, batch = next(trainer.batches())
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    batch["kspace"][0, 0, 0, 0, 0] = float("nan")
+    record = trainer.train_step(step, batch)
+    assert record["skipped"] == 1 and math.isnan(record["loss"])
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_validation_is_logged_and_best_weights_written(tmp_path: Path):
+    config = micro_preset().replace(steps=2, checkpoint_every=1, validation_every=1, validation_samples=2)
+    Trainer(config, tmp_path, progress=False).run()
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    values = [r["val_t1_nrmse"] for r in records]
+    assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values)
+    best = load_checkpoint(tmp_path / "best.pt", kind="pinqi")
+    assert best["validation_t1_nrmse"] == min(values)
+    assert load_pinqi(tmp_path / "best.pt").train_config == config
+
+
+def test_build_model_leaves_the_global_rng_alone():
+    state = torch.get_rng_state()
+    build_model(micro_preset())
+    assert torch.equal(state, torch.get_rng_state())

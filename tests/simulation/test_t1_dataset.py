@@ -208,3 +208,41 @@ def test_benchmark_quick(tmp_path):
     assert "samples/s" in out.stdout
     assert (tmp_path / "simulation.md").read_text().count("|") > 10
     assert (tmp_path / "simulation_samples.png").stat().st_size > 10_000
+
+
+def test_realism_switches_off_leave_samples_unchanged(anatomy):
+    plain, switched = _ds(anatomy)[2], _ds(anatomy, wide_t1=0.0, inserts=0.0, intensity_scale=(1, 1))[2]
+    for key in plain:
+        assert torch.equal(plain[key], switched[key]), key
+
+
+def test_intensity_scale_and_phase_scale_everything_but_r1(anatomy):
+    ref = _ds(anatomy, noise_sigma=0.0)[1]
+    s = _ds(anatomy, noise_sigma=0.0, intensity_scale=(1e-3, 1e3), global_phase=True)[1]
+    m0, m0_ref = torch.complex(s["params"][0], s["params"][1]), torch.complex(ref["params"][0], ref["params"][1])
+    factor = (m0.flatten() @ m0_ref.flatten().conj()) / m0_ref.abs().square().sum()
+    assert abs(abs(factor) - 1) > 1e-3  # a scale was drawn
+    assert torch.allclose(m0, factor * m0_ref, rtol=1e-4, atol=1e-6 * m0.abs().max())
+    assert torch.allclose(s["kspace"], factor * ref["kspace"], rtol=1e-4, atol=1e-6 * s["kspace"].abs().max())
+    assert torch.equal(s["params"][2], ref["params"][2])
+
+
+def test_wide_t1_and_inserts_leave_the_brain_ranges(anatomy):
+    r1 = torch.cat([s["params"][2][s["brain_mask"]] for s in _ds(anatomy, wide_t1=1.0, inserts=1.0, length=6)])
+    t1 = 1 / r1
+    assert float(t1.min()) < 0.5 and float(t1.max()) > 2.0
+    plain = torch.cat([s["params"][2][s["brain_mask"]] for s in _ds(anatomy, length=6)])
+    assert float((1 / plain).min()) > 0.5
+
+
+def test_estimated_coil_maps_target_what_the_maps_can_see(anatomy):
+    """Fully sampled and noise-free, the SENSE image under the estimated maps is the γ-weighted target."""
+    s = _ds(anatomy, estimated_csm=1.0, acceleration=1, noise_sigma=0.0)[0]
+    assert not torch.allclose(s["csm"], s["csm_true"])
+    op = MultiCoilCartesianOp(s["csm"][None], s["mask"][None])
+    recon = op.H(s["kspace"][None])[0]
+    inside = s["csm"].abs().square().sum(0) > 0.5
+    err = (recon - s["images"])[:, inside].norm() / s["images"][:, inside].norm()
+    assert err < 1e-4
+    q = SaturationRecovery(s["times"])
+    assert torch.allclose(q(s["params"][None])[0], s["images"], atol=1e-5)
