@@ -3,11 +3,16 @@
 Every concrete operator implements :meth:`LinearOperator.forward` and
 :meth:`LinearOperator.adjoint`; it may override :meth:`LinearOperator.gram` with a faster
 evaluation of ``AᴴA``. Tensors an operator is built from (coil maps, density weights) are kept
-as ordinary attributes so that autograd reaches them.
+as ordinary attributes so that autograd reaches them; :meth:`LinearOperator.tensors` lists them.
+
+Fast normal operators carry through the algebra: ``(A B).gram = Bᴴ (A.gram) B`` and
+``(s A).gram = |s|² A.gram`` for a scalar ``s``, so an operator built as ``nufft @ sensitivity``
+keeps the NUFFT's Toeplitz gram.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from numbers import Number
 
 import torch
@@ -26,6 +31,7 @@ class LinearOperator(nn.Module):
     ``A @ B``      composition ``x -> A(B(x))``
     ``A + B``      sum, ``A - B`` difference
     ``s * A``      scaling by a Python number or a tensor broadcastable to the output
+    ``A.tensors()`` the tensors the operator is built from (recursing through the algebra)
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -47,6 +53,36 @@ class LinearOperator(nn.Module):
         Tensor of the same shape as ``x``.
         """
         return self.adjoint(self.forward(x))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensors this operator is built from, each once, recursing into operands.
+
+        Lists parameters, buffers and public tensor attributes (also inside lists, tuples and
+        dicts, two levels deep) of this operator, then those of its child modules (operands of a
+        composition, sum, scaling; a child ``LinearOperator`` answers with its own
+        :meth:`tensors`). Private attributes (``_name``: caches such as a Toeplitz kernel) are
+        not listed.
+
+        Returns
+        -------
+        List of tensors (coil maps, trajectories, density weights, scales, ...).
+        """
+        found: dict[int, torch.Tensor] = {}
+        for t in self._own_tensors():
+            found.setdefault(id(t), t)
+        for child in self.children():
+            inner = child.tensors() if isinstance(child, LinearOperator) else [
+                *child.parameters(), *child.buffers()]
+            for t in inner:
+                found.setdefault(id(t), t)
+        return list(found.values())
+
+    def _own_tensors(self) -> Iterator[torch.Tensor]:
+        yield from self.parameters(recurse=False)
+        yield from self.buffers(recurse=False)
+        for name, value in vars(self).items():
+            if not name.startswith("_"):
+                yield from _tensors_in(value, depth=2)
 
     @property
     def H(self) -> LinearOperator:  # noqa: N802 - mathematical notation
@@ -77,6 +113,22 @@ class LinearOperator(nn.Module):
         return ScaledOperator(self, scale)
 
     __rmul__ = __mul__
+
+
+def _tensors_in(value: object, depth: int) -> Iterator[torch.Tensor]:
+    """Tensors in ``value`` (itself, or inside lists/tuples/dicts up to ``depth`` levels)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth > 0 and isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors_in(item, depth - 1)
+    elif depth > 0 and isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors_in(item, depth - 1)
+
+
+def _is_scalar(scale: Number | torch.Tensor) -> bool:
+    return not isinstance(scale, torch.Tensor) or scale.ndim == 0
 
 
 class AdjointOperator(LinearOperator):
@@ -111,6 +163,10 @@ class ProductOperator(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.inner.adjoint(self.outer.adjoint(y))
 
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        """``Bᴴ (A.gram) B x``: uses the outer operator's (possibly fast) normal operator."""
+        return self.inner.adjoint(self.outer.gram(self.inner(x)))
+
 
 class SumOperator(LinearOperator):
     """Sum ``A + B`` of two operators with the same domain and range."""
@@ -143,6 +199,14 @@ class ScaledOperator(LinearOperator):
         if not isinstance(self.scale, torch.Tensor) and complex(self.scale).imag == 0:
             scale = complex(self.scale).real
         return self.operator.adjoint(y * scale)
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        """``|s|² (A.gram) x`` for a scalar ``s``; ``Aᴴ(|s|² A x)`` for a tensor ``s``."""
+        if not _is_scalar(self.scale):
+            return super().gram(x)
+        s = self.scale
+        weight = s.abs().square() if isinstance(s, torch.Tensor) else abs(complex(s)) ** 2
+        return self.operator.gram(x) * weight
 
 
 class IdentityOperator(LinearOperator):

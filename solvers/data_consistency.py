@@ -72,10 +72,11 @@ class DataConsistencyInfo:
 
 
 def operator_tensors(operator: nn.Module) -> list[torch.Tensor]:
-    """Tensors that require grad and that ``operator`` or any submodule holds.
+    """Tensors that require grad and that ``operator`` is built from.
 
-    Looks at parameters, buffers and plain attributes (also inside lists, tuples and dicts, two
-    levels deep) of every module in ``operator.modules()``; each tensor once.
+    Asks :meth:`~operators.LinearOperator.tensors` (which recurses through compositions, sums,
+    scalings and adjoints); for another ``nn.Module``, its parameters and buffers. Each tensor
+    once.
 
     Parameters
     ----------
@@ -86,23 +87,11 @@ def operator_tensors(operator: nn.Module) -> list[torch.Tensor]:
     -------
     List of tensors with ``requires_grad`` (coil maps, density weights, scales, ...).
     """
-    found: dict[int, torch.Tensor] = {}
-
-    def visit(value: Any, depth: int) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.requires_grad:
-                found.setdefault(id(value), value)
-        elif depth > 0 and isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item, depth - 1)
-        elif depth > 0 and isinstance(value, dict):
-            for item in value.values():
-                visit(item, depth - 1)
-
-    for module in operator.modules():
-        for name, value in vars(module).items():
-            if name != "_modules" and not isinstance(value, nn.Module):
-                visit(value, 2)
+    if isinstance(operator, LinearOperator):
+        tensors = operator.tensors()
+    else:
+        tensors = [*operator.parameters(), *operator.buffers()]
+    found = {id(t): t for t in tensors if t.requires_grad}
     return list(found.values())
 
 

@@ -160,3 +160,58 @@ def test_assert_adjoint_catches_a_wrong_adjoint() -> None:
     with pytest.raises(AssertionError, match="adjoint test failed"):
         assert_adjoint(Broken(random_complex(p.x.shape, torch.Generator().manual_seed(1),
                                              torch.complex128)), p.x, p.x.flip(0), 1e-4)
+
+
+class _FastGram(LinearOperator):
+    """``diag(d)`` whose gram is marked: it returns ``|d|² x`` and counts its calls."""
+
+    def __init__(self, d: torch.Tensor) -> None:
+        super().__init__()
+        self.d = d
+        self.gram_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d * x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.d.conj() * y
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        self.gram_calls += 1
+        return self.d.abs().square() * x
+
+
+@pytest.mark.parametrize("scale", [2.0, 1 - 2j, "tensor0d"])
+def test_gram_carries_through_composition_and_scalar_scaling(scale: object) -> None:
+    p = tiny_cartesian_problem(dtype=torch.complex128, seed=4)
+    fast = _FastGram(random_complex(p.y.shape[1:], torch.Generator().manual_seed(5), torch.complex128))
+    s = torch.tensor(0.5 + 1.5j, dtype=torch.complex128) if scale == "tensor0d" else scale
+    sens = SensitivityOp(p.csm)
+    op = (s * (fast @ FFTOp())) @ sens  # (s D F) S
+    got = op.gram(p.x)
+    assert fast.gram_calls == 1  # the fast gram of the inner factor was used, once
+    want = op.adjoint(op(p.x))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # the same with |s|^2 spelled out: S^H F^H |s|^2 |D|^2 F S
+    weight = abs(complex(s)) ** 2
+    torch.testing.assert_close(got, sens.adjoint(FFTOp().adjoint(weight * fast.gram(FFTOp()(sens(p.x))))))
+
+
+def test_tensor_scale_gram_is_exact_and_skips_the_fast_gram() -> None:
+    p = tiny_cartesian_problem(dtype=torch.complex128, seed=6)
+    fast = _FastGram(random_complex(p.y.shape[1:], torch.Generator().manual_seed(7), torch.complex128))
+    op = (_scale_tensor(p) * (fast @ FFTOp())) @ SensitivityOp(p.csm)
+    assert_gram(op, p.x, rtol=1e-12)
+    assert fast.gram_calls == 0  # a non-scalar scale does not commute with the gram
+
+
+def test_tensors_recurse_and_skip_private_caches() -> None:
+    p = tiny_cartesian_problem(dtype=torch.complex128, seed=8)
+    m, f, s = _encoding(p)
+    extra, cache, scale = torch.ones(2), torch.ones(3), torch.tensor(3.0)
+    s.extra = [extra, {"again": extra}]  # type: ignore[attr-defined]
+    s._cache = cache  # type: ignore[attr-defined]
+    op = (m @ f @ s).H + scale * (f @ s).H
+    ids = [id(t) for t in op.tensors()]
+    assert len(ids) == len(set(ids))  # each once
+    assert set(ids) == {id(m.mask), id(p.csm), id(extra), id(scale)}
