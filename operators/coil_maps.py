@@ -17,10 +17,19 @@ Low-resolution coil images come from the fully sampled k-space centre (Hann-wind
 or are given directly. ``"walsh"``: per pixel, the dominant eigenvector (power iteration) of the
 coil covariance summed over contrasts and a ``kernel_size²`` box window (Walsh et al., MRM 2000).
 ``"inati"``: the iterative fast-optimal method (Inati et al., ISMRM 2014) that alternates a
-coil-combined image and smoothed sensitivities, never forming covariance matrices. In both the
-phase is referenced to a virtual body coil (the dominant eigenvector of the image-wide coil
-covariance). Output maps have ``Σ_c |c|² = 1`` where the smoothed signal amplitude exceeds
-``threshold`` times its maximum and are zero elsewhere. ESPIRiT is not implemented.
+coil-combined image and smoothed sensitivities, never forming covariance matrices.
+``"espirit"``: ESPIRiT (Uecker et al., MRM 2014; :mod:`operators.espirit`) on the calibration
+region = the fully sampled centre lines times as many readout samples around ``X // 2``
+(a square region, as BART and SigPy use). In all three the phase is referenced to a virtual body
+coil (the dominant eigenvector of the image-wide coil covariance of the low-resolution images).
+Output maps have ``Σ_c |c|² = 1`` and are zero in the background: Walsh and Inati where the
+smoothed signal amplitude is below ``threshold`` times its maximum, ESPIRiT where the largest
+eigenvalue is at most ``crop``.
+
+Calibration data: by default every contrast's centre lines are pooled (the lines sampled in
+all contrasts). ``contrast="longest"`` with the acquisition ``times`` uses only the contrast with
+the longest delay (per sample), as the PINQI paper does for saturation recovery, where it has
+the most signal; an int picks one contrast index.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from operators._validation import require_complex, shape_str
-from operators.fft import centered_ifft
+from operators._validation import require_complex, require_real, shape_str
+from operators.espirit import espirit_maps
+from operators.fft import centered_fft, centered_ifft
 from operators.sampling import as_generator
 
 _RING_RADIUS = 0.5
@@ -140,37 +150,74 @@ def _box_smooth(z: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return torch.view_as_complex(smooth)
 
 
-def _calibration_lines(kspace: torch.Tensor, n_center: int | None) -> tuple[int, int]:
-    """``[start, stop)`` of the fully sampled centre lines along ``Y`` of ``(*b, T, C, Y, X)``."""
-    ny = kspace.shape[-2]
+def _calibration_lines(sampled: torch.Tensor, n_center: int | None) -> tuple[int, int]:
+    """``[start, stop)`` of the fully sampled centre lines along ``Y``; ``sampled`` is a bool
+    ``(*b, T, C or 1, Y, X)`` that marks the sampled k-space positions."""
+    ny = sampled.shape[-2]
     if n_center is not None:
         if isinstance(n_center, bool) or not isinstance(n_center, int) or not 1 <= n_center <= ny:
             raise ValueError(f"n_center must be an int in [1, Y = {ny}]; got {n_center!r}")
         start = ny // 2 - n_center // 2
         return start, start + n_center
     # A line counts as sampled in every pattern if no (batch, contrast) has it all zero.
-    sampled = (kspace != 0).any(dim=-1).any(dim=-2)  # (*b, T, Y)
-    sampled = sampled.reshape(-1, ny).all(dim=0)
-    if not bool(sampled[ny // 2]):
+    lines = sampled.any(dim=-1).any(dim=-2).reshape(-1, ny).all(dim=0)
+    if not bool(lines[ny // 2]):
         raise ValueError(
             f"the k-space centre line y = Y//2 = {ny // 2} is not sampled in every contrast; pass n_center "
             "or coil images (domain='image')"
         )
     start = stop = ny // 2
-    while start > 0 and bool(sampled[start - 1]):
+    while start > 0 and bool(lines[start - 1]):
         start -= 1
-    while stop < ny and bool(sampled[stop]):
+    while stop < ny and bool(lines[stop]):
         stop += 1
     return start, stop
 
 
-def _low_resolution_images(kspace: torch.Tensor, n_center: int | None) -> torch.Tensor:
-    start, stop = _calibration_lines(kspace, n_center)
+def _low_resolution_images(kspace: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     n = stop - start
     window = torch.zeros(kspace.shape[-2], dtype=kspace.real.dtype, device=kspace.device)
     # Hann window over the calibration region (reduces ringing of the low-resolution images).
     window[start:stop] = torch.sin(math.pi * (torch.arange(n, dtype=window.dtype) + 0.5) / n).square()
     return centered_ifft(kspace * window.unsqueeze(-1))
+
+
+def _select_contrast(data: torch.Tensor, mask: torch.Tensor | None, contrast: int | str | None,
+                     times: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep one contrast (``T = 1``) of ``data (*b, T, C, Y, X)`` and of its ``mask``."""
+    n_t = data.shape[-4]
+    if times is not None and contrast != "longest":
+        raise ValueError(f"times is only used with contrast='longest'; got contrast={contrast!r}")
+    if contrast is None:
+        return data, mask
+    if contrast == "longest":
+        if times is None:
+            raise ValueError("contrast='longest' needs the acquisition times (T,) or (*b, T) in seconds")
+        if not require_real("times", times).is_floating_point():
+            raise TypeError(f"times must be a real floating tensor (seconds); got dtype {times.dtype}")
+        if tuple(times.shape) not in ((n_t,), tuple(data.shape[:-3])):
+            raise ValueError(f"times must have shape ({n_t},) or {shape_str(data.shape[:-3])} (T of the "
+                             f"data); got {shape_str(times.shape)}")
+        index = times.argmax(dim=-1).expand(data.shape[:-4])  # first maximum on ties
+    elif isinstance(contrast, int) and not isinstance(contrast, bool) and -n_t <= contrast < n_t:
+        index = torch.full(data.shape[:-4], contrast % n_t, dtype=torch.long)
+    else:
+        raise ValueError(f"contrast must be None, 'longest' or an int in [-T, T) = [{-n_t}, {n_t}); "
+                         f"got {contrast!r}")
+
+    def pick(t: torch.Tensor, axis: int) -> torch.Tensor:
+        idx = index.to(t.device).reshape(*index.shape, *(1,) * (-axis))
+        return t.gather(axis, idx.expand(*index.shape, 1, *t.shape[axis + 1:]))
+
+    return pick(data, -4), None if mask is None else pick(mask.expand(*data.shape[:-3], *data.shape[-2:]), -3)
+
+
+def _espirit_calibration(data: torch.Tensor, domain: str, start: int, stop: int) -> torch.Tensor:
+    """Square calibration region ``(*b, T, C, n, min(n, X))`` of the lines ``[start, stop)``."""
+    kspace = data if domain == "kspace" else centered_fft(data)
+    width = min(stop - start, data.shape[-1])
+    first = data.shape[-1] // 2 - width // 2
+    return kspace[..., start:stop, first:first + width]
 
 
 def _body_coil(images: torch.Tensor) -> torch.Tensor:
@@ -207,56 +254,125 @@ def _inati(images: torch.Tensor, kernel_size: int, n_iter: int, body: torch.Tens
     return maps
 
 
+def _check_data(data: torch.Tensor, domain: str, mask: torch.Tensor | None) -> None:
+    if data.ndim < 4:
+        raise ValueError(
+            f"data must have shape (*b, T, C, Y, X) (at least 4 dims); got {shape_str(data.shape)}"
+        )
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError(f"data must be finite; got {int((~torch.isfinite(data)).sum())} NaN or inf values")
+    empty = (data == 0).flatten(-4).all(-1)
+    if bool(empty.any()):
+        raise ValueError(f"data is all zero (in {int(empty.sum())} of {empty.numel()} samples): "
+                         "there is nothing to estimate coil maps from")
+    if mask is not None:
+        if domain != "kspace":
+            raise ValueError("mask is only used with domain='kspace'")
+        mask = require_real("mask", mask)
+        layout = (*data.shape[:-3], *data.shape[-2:])
+        try:
+            ok = mask.ndim >= 2 and torch.broadcast_shapes(mask.shape, layout) == layout
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"mask must broadcast to (*b, T, Y, X) = {shape_str(layout)} of the data; "
+                             f"got {shape_str(mask.shape)}")
+
+
+def _check_kernel_size(method: str, kernel_size: int | None) -> int:
+    if kernel_size is None:
+        return 6 if method == "espirit" else 5
+    odd = method != "espirit"
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+            or odd and kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive {'odd ' if odd else ''}int; got {kernel_size!r}")
+    return kernel_size
+
+
 def estimate_coil_maps(data: torch.Tensor, method: str = "walsh", *, domain: str = "kspace",
-                       n_center: int | None = None, kernel_size: int = 5, n_iter: int | None = None,
-                       threshold: float = 0.02) -> torch.Tensor:
-    """Estimate normalised coil sensitivity maps from calibration data.
+                       n_center: int | None = None, kernel_size: int | None = None, n_iter: int | None = None,
+                       threshold: float = 0.02, crop: float = 0.95, mask: torch.Tensor | None = None,
+                       contrast: int | str | None = None, times: torch.Tensor | None = None) -> torch.Tensor:
+    """Estimate normalised coil sensitivity maps from calibration data (methods in the module
+    docstring).
 
     Parameters
     ----------
     data
         Complex ``(*b, T, C, Y, X)``: Cartesian k-space with a fully sampled centre along ``Y``
         (``domain="kspace"``) or coil images (``domain="image"``). The ``T`` contrasts share the
-        maps and are pooled; add ``T = 1`` for a single set of coil images.
+        maps and are pooled unless ``contrast`` picks one; add ``T = 1`` for a single set.
+        Must be finite and not all zero in any sample.
     method
-        ``"walsh"`` or ``"inati"`` (``"espirit"`` is not implemented).
+        ``"walsh"``, ``"inati"`` or ``"espirit"``.
     domain
         ``"kspace"`` or ``"image"``.
     n_center
-        Number of fully sampled centre lines (around ``Y // 2``); default: detected as the
-        largest run of lines around the centre that are sampled in every contrast.
+        Number of fully sampled centre lines (around ``Y // 2``); default: detected (from
+        ``mask`` if given, else from the non-zero data) as the largest run of lines around the
+        centre that are sampled in every contrast used. ESPIRiT from images: the centre lines of
+        the images' k-space that form its calibration region, default ``min(Y, 24)``.
     kernel_size
-        Odd side length of the box window over which coil covariances are pooled.
+        Walsh, Inati: odd side of the box window over which coil covariances are pooled
+        (default 5 pixels). ESPIRiT: side of the k-space kernel (default 6 samples); at most the
+        number of centre lines and ``X``.
     n_iter
-        Power iterations (Walsh, default 10) or fast-optimal iterations (Inati, default 5).
+        Power iterations (Walsh, default 10) or fast-optimal iterations (Inati, default 5);
+        not used by ESPIRiT.
     threshold
-        Pixels whose smoothed signal amplitude is below ``threshold`` times its maximum get zero
-        maps.
+        Walsh, Inati: pixels whose smoothed signal amplitude is below ``threshold`` times its
+        maximum get zero maps. ESPIRiT: singular values of the calibration matrix at most
+        ``threshold`` times the largest span the null space.
+    crop
+        ESPIRiT only: pixels whose largest eigenvalue is at most ``crop`` get zero maps.
+    mask
+        Optional bool or real sampling mask broadcastable to ``(*b, T, Y, X)``, non-zero where
+        sampled (``domain="kspace"`` only); it decides which lines are fully sampled.
+    contrast
+        ``None``: pool all contrasts. ``"longest"``: per sample, only the contrast with the
+        largest ``times`` (the PINQI paper's choice: the longest saturation delay has the most
+        signal). An int in ``[-T, T)``: that contrast.
+    times
+        Acquisition times ``(T,)`` or ``(*b, T)`` in seconds; needed by ``contrast="longest"``
+        only.
 
     Returns
     -------
     Complex maps ``(*b, C, Y, X)`` with ``Σ_c |c|² = 1`` where there is signal, 0 elsewhere.
     """
     data = require_complex("data", data)
-    if data.ndim < 4:
-        raise ValueError(
-            f"data must have shape (*b, T, C, Y, X) (at least 4 dims); got {shape_str(data.shape)}"
-        )
-    if method not in ("walsh", "inati"):
-        raise ValueError(f"method must be 'walsh' or 'inati' (ESPIRiT is not implemented); got {method!r}")
+    if method not in ("walsh", "inati", "espirit"):
+        raise ValueError(f"method must be 'walsh', 'inati' or 'espirit'; got {method!r}")
     if domain not in ("kspace", "image"):
         raise ValueError(f"domain must be 'kspace' or 'image'; got {domain!r}")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 == 0 \
-            or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive odd int; got {kernel_size!r}")
+    _check_data(data, domain, mask)
+    kernel_size = _check_kernel_size(method, kernel_size)
     if n_iter is None:
         n_iter = 10 if method == "walsh" else 5
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive int; got {n_iter!r}")
     if not 0 <= float(threshold) < 1:
         raise ValueError(f"threshold must be in [0, 1); got {threshold}")
-    images = _low_resolution_images(data, n_center) if domain == "kspace" else data
+    if not 0 <= float(crop) < 1:
+        raise ValueError(f"crop must be in [0, 1); got {crop}")
+    data, mask = _select_contrast(data, mask, contrast, times)
+    if domain == "kspace":
+        layout = (*data.shape[:-3], *data.shape[-2:])
+        sampled = data != 0 if mask is None else (mask != 0).expand(layout).unsqueeze(-3)
+        start, stop = _calibration_lines(sampled, n_center)
+        images = _low_resolution_images(data, start, stop)
+    else:
+        images = data
+        start, stop = _calibration_lines(data, min(data.shape[-2], 24) if n_center is None else n_center)
     body = _body_coil(images)
+    if method == "espirit":
+        n_lines = stop - start
+        if n_lines < kernel_size or data.shape[-1] < kernel_size:
+            raise ValueError(f"ESPIRiT needs at least kernel_size = {kernel_size} fully sampled centre lines "
+                             f"and readout samples; got {n_lines} lines and X = {data.shape[-1]}")
+        calib = _espirit_calibration(data, domain, start, stop)
+        maps = espirit_maps(calib, tuple(data.shape[-2:]), kernel_size, float(threshold), float(crop))[0]
+        return _reference_phase(maps, body)
     if method == "walsh":
         maps = _reference_phase(_walsh(images, kernel_size, n_iter, body), body)
     else:
