@@ -4,8 +4,9 @@ Cartesian sampling, NUFFT and coil-map simulation/estimation.
 Conventions (see DESIGN.md): image series ``(*b, T, Y, X)`` complex; coil maps ``(*b, C, Y, X)``;
 Cartesian k-space ``(*b, T, C, Y, X)`` on the full grid with zeros where not sampled; the FFT is
 centred (``ifftshift`` -> ``fftn(norm="ortho")`` -> ``fftshift``, see :mod:`operators.fft`) and
-orthonormal. The NUFFT is the project's own Kaiser–Bessel gridding (:mod:`operators.nufft`
-says why torchkbnufft is not used at run time).
+orthonormal. The NUFFT runs on finufft for CPU tensors and on the project's own Kaiser–Bessel
+gridding otherwise (GPU tensors, or finufft not installed); :mod:`operators.nufft` gives the
+measurements behind the choice.
 """
 
 from __future__ import annotations

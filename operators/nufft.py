@@ -1,51 +1,72 @@
-"""Non-uniform FFT operators (Kaiser-Bessel gridding) with a Toeplitz-embedded normal operator.
+"""Non-uniform FFT operators (finufft on the CPU, Kaiser-Bessel gridding otherwise) with a
+Toeplitz-embedded normal operator.
 
 Conventions
 -----------
 * Trajectory ``(*b, T, 2, K)`` in radians/pixel, ``[-π, π)``; row 0 is ``k_y`` (image axis
-  ``Y``), row 1 is ``k_x``. Every contrast (and batch entry) may have its own trajectory; ``b·T``
-  is folded into one batch dimension, coils ride along. ``π`` itself is accepted (up to float
+  ``Y``), row 1 is ``k_x``. Every contrast (and batch entry) may have its own trajectory; coils
+  (and batch entries that share a trajectory) ride along. ``π`` itself is accepted (up to float
   rounding): it is the same frequency as ``-π``.
 * Scaling and centring match the centred orthonormal FFT of :mod:`operators.fft`: the image
   origin is pixel ``N // 2`` and ``(N x)(ω) = (Y X)^{-1/2} Σ_n x_n exp(-i ω·(n - N//2))``; on grid
-  frequencies ``ω = 2π (m - N//2) / N`` the NUFFT is the Cartesian FFT up to the gridding error
-  (~1e-5 relative with 6 neighbours and a 2x grid).
+  frequencies ``ω = 2π (m - N//2) / N`` the NUFFT is the Cartesian FFT up to the NUFFT error.
 * Density compensation ``w`` (``(*b, T, K)``, real, non-negative) weights the data,
   ``A = W^{1/2} N``: ``A x = sqrt(w) · N x``, ``Aᴴ y = Nᴴ(sqrt(w) · y)``. ``A``, ``Aᴴ`` stay an exact
   adjoint pair and ``AᴴA = Nᴴ W N`` (what the Toeplitz kernel embeds). Measured data must be
   weighted the same way, ``sqrt(w) · k`` (:meth:`NUFFTOp.weight`), before being paired with ``A``
-  (e.g. in ``data_consistency``). Gradients reach ``w`` and ``csm`` through autograd (``w > 0``
-  where gradients are wanted: ``sqrt`` has an infinite slope at 0); none reaches the trajectory.
-* ``gram`` uses Toeplitz embedding: ``Nᴴ W N`` is a 2-D Toeplitz convolution, applied with
-  zero-padded FFTs on a ``2Y x 2X`` grid and a real kernel per ``(b, T)`` trajectory, computed on
-  the first ``gram`` call and cached per dtype/device. It agrees with ``adjoint(forward(x))`` to
-  ~1e-5 relative (two gridding approximations of the same exact operator).
+  (e.g. in ``data_consistency``). Gradients reach the image/data, ``w`` and ``csm`` through
+  autograd (``w > 0`` where gradients are wanted: ``sqrt`` has an infinite slope at 0); none
+  reaches the trajectory.
+* ``gram`` uses Toeplitz embedding (:mod:`operators.toeplitz`): a real kernel per ``(b, T)``
+  trajectory on a ``2Y x 2X`` grid, computed on the first ``gram`` call and cached per
+  dtype/device, applied one contrast at a time.
 
-Implementation: plain-PyTorch Kaiser-Bessel gridding (Beatty et al., IEEE TMI 2005: width
-``J = numpoints``, ``β = π sqrt(J²/σ² (σ - 1/2)² - 0.8)`` for grid oversampling ``σ``,
-closed-form deapodization), evaluated exactly (no lookup table) and differentiated by autograd.
-torchkbnufft's interpolation is deliberately not used: its ``torch.jit.fork`` calls make torch
-2.13 abort at interpreter exit ("terminate called without an active exception") in a sizeable
-fraction of runs, and it misbehaves in DataLoader workers. Nothing is built at import time.
+Backends (``backend=``)
+-----------------------
+``"finufft"`` (:mod:`operators.finufft_backend`): the finufft package, type-2 forward and its
+exact adjoint (type 1) on plans made once per trajectory and per process, tolerance ``eps``
+(default 1e-6 for complex64, 1e-12 for complex128), wrapped in autograd Functions whose backward
+is the adjoint transform. CPU, complex64/complex128 only. ``"gridding"``
+(:mod:`operators.gridding`): the project's own Kaiser-Bessel gridding in plain PyTorch (any
+device; ``oversampling``/``numpoints`` apply to it only). ``"auto"`` (default) picks finufft for
+CPU tensors when it is importable, gridding otherwise, per call.
+
+Decision, by measurement (``OMP_NUM_THREADS=1 python -m benchmarks.operators``; 192², 8 coils,
+5 contrasts, 48 radial spokes x 384 per contrast, complex64 data, one thread; ratios are
+interleaved medians of one run, wall-clock / one-thread CPU time, on a shared 2-core machine):
+
+* finufft is the CPU backend. ``MultiCoilNUFFTOp`` forward / finufft forward 1.06 / 1.04,
+  adjoint / finufft adjoint 1.00 / 1.04 (finufft itself: plans made once, eps 1e-6, the faster
+  of its single- and double-precision plans). The gridding was 3.3 / 3.6x (forward) and
+  4.9 / 5.7x (adjoint) finufft's time and stays as the fallback.
+* finufft runs in double precision even for complex64 data (converted one image stack at a
+  time): at eps 1e-6 its single-precision transforms had 1.1e-5 relative error against the exact
+  DFT (float32 rounding of the fine-grid coordinates, ~N·2⁻²³) and took 1.6x the time of the
+  double-precision ones. Error against the exact DFT: 1.1e-6 forward / 1.0e-6 adjoint (the
+  gridding: 7.1e-6 / 6.9e-6).
+* Plans are cached per operator and per process: building them for the 5 contrasts took
+  18.6 ms = 0.10x one forward, a cost per call otherwise.
+* Toeplitz gram one contrast at a time: 1.07 / 1.17x its own padded FFTs per contrast; the
+  former single ``(T, C, 2Y, 2X)`` product took 2.0 / 1.9x as long as the per-contrast gram.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
+from operators import finufft_backend
 from operators._validation import require_complex, require_tensor, shape_str
-from operators.linear_operator import LinearOperator
+from operators.gridding import Gridding, gridding_circulant, real_dtype
+from operators.linear_operator import LinearOperator, ProductOperator
 from operators.sensitivity import SensitivityOp, check_csm
+from operators.toeplitz import ToeplitzWithDensity, apply_toeplitz, kernel_from_circulant, kernel_index
 
 _PI_TOLERANCE = 1e-6  # relative slack on |ω| <= π for float rounding
-
-
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.complex128 else torch.float32
+BACKENDS = ("auto", "finufft", "gridding")
+_MAX_PLAN_SETS = 4  # plan sets kept per operator (one per coil count / dtype in use)
 
 
 def _broadcast_batch(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
@@ -54,99 +75,6 @@ def _broadcast_batch(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     except RuntimeError:
         listing = ", ".join(f"{k} {shape_str(v)}" for k, v in shapes.items())
         raise ValueError(f"the batch dims must broadcast against each other; got {listing}") from None
-
-
-class _Gridding:
-    """Kaiser-Bessel gridding between an image ``(M, C, *im_size)`` and samples ``(M, C, K)``.
-
-    ``forward`` computes ``Σ_n x_n exp(-i ω·(n - centre))`` (no normalisation) for each of the
-    ``M`` trajectories ``omega (M, 2, K)``; ``adjoint`` is its exact adjoint.
-    """
-
-    def __init__(self, im_size: tuple[int, int], grid_size: tuple[int, int], numpoints: int,
-                 centre: tuple[int, int]) -> None:
-        self.im_size, self.grid_size, self.numpoints = im_size, grid_size, numpoints
-        self.centre = centre
-        ratios = [g / n for n, g in zip(im_size, grid_size)]  # oversampling σ per dimension
-        self.betas = [math.pi * math.sqrt(max((numpoints / s) ** 2 * (s - 0.5) ** 2 - 0.8, 1e-3))
-                      for s in ratios]
-
-    def _deapodization(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``1 / (Φ_y(p_y) Φ_x(p_x))`` over image positions ``p = n - centre``, shape ``im_size``."""
-        factors = []
-        j = self.numpoints
-        for n, g, c, beta in zip(self.im_size, self.grid_size, self.centre, self.betas):
-            nu = (torch.arange(n, dtype=torch.float64, device=device) - c) / g
-            arg = (beta**2 - (math.pi * j * nu) ** 2).to(torch.complex128).sqrt()
-            # Fourier transform of the KB window (normalised to 1 at 0 offset); sinh -> sin past β.
-            ft = (j * torch.sinh(arg) / arg).real / torch.special.i0(torch.tensor(beta, dtype=torch.float64))
-            factors.append(1.0 / ft)
-        return (factors[0][:, None] * factors[1][None, :]).to(dtype)
-
-    def _weights(self, omega: torch.Tensor, cdtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per dimension: grid indices ``(M, K, J)`` and complex weights ``(M, K, J)``.
-
-        The weights carry the phase ``exp(2πi m c / G)`` that places the image centre ``c`` at the
-        grid origin (a circular shift, applied here instead of on the grid).
-        """
-        j = self.numpoints
-        out = []
-        for d, (g, c, beta) in enumerate(zip(self.grid_size, self.centre, self.betas)):
-            u = omega[:, d, :] * (g / (2 * math.pi))
-            m = torch.floor(u - j / 2).to(torch.long).unsqueeze(-1) + 1 + torch.arange(j, device=omega.device)
-            t = u.unsqueeze(-1) - m
-            arg = (1 - (2 * t / j) ** 2).clamp_min(0)
-            phi = torch.special.i0(beta * arg.sqrt()) / torch.special.i0(torch.tensor(beta, dtype=u.dtype))
-            idx = torch.remainder(m, g)
-            angle = (2 * math.pi / g) * torch.remainder(m * c, g).to(u.dtype)
-            out.append((idx, torch.polar(phi, angle).to(cdtype)))
-        return out
-
-    def interpolation(self, omega: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row indices into the grid flattened to ``(M·Gy·Gx, C)`` and the 2-D complex weights, both
-        ``(J, M·K·J)``: one slab per y-neighbour, x-neighbours innermost."""
-        (iy, wy), (ix, wx) = self._weights(omega, dtype)
-        m, k, j = iy.shape
-        gy, gx = self.grid_size
-        base = (torch.arange(m, device=omega.device) * (gy * gx)).view(m, 1)
-        iy, wy = iy.permute(2, 0, 1).unsqueeze(-1), wy.permute(2, 0, 1).unsqueeze(-1)  # (Jy, M, K, 1)
-        idx = (iy * gx + base.unsqueeze(-1)) + ix  # (Jy, M, K, Jx)
-        idx = idx.reshape(j, m * k * j)
-        if m * gy * gx < 2**31:
-            idx = idx.to(torch.int32)  # halves the cached index memory
-        return idx, (wy * wx).reshape(j, m * k * j)
-
-    def forward(self, x: torch.Tensor, interp: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Samples ``(M, C, K)`` of images ``x (M, C, Y, X)``; ``interp`` from :meth:`interpolation`."""
-        m, c = x.shape[:2]
-        gy, gx = self.grid_size
-        idx, w = interp
-        j = self.numpoints
-        k = idx.shape[-1] // (m * j)
-        x = x * self._deapodization(_real_dtype(x.dtype), x.device)
-        grid = torch.fft.fft2(x, s=(gy, gx))  # image at the grid start; the weights recentre it
-        rows = grid.permute(0, 2, 3, 1).reshape(m * gy * gx, c)  # coils innermost for row gathers
-        out = None
-        for jy in range(j):  # a slab at a time bounds the temporary to (M·K·J, C)
-            vals = rows.index_select(0, idx[jy]).view(m * k, j, c)
-            term = torch.bmm(w[jy].view(m * k, 1, j), vals)
-            out = term if out is None else out + term
-        return out.view(m, k, c).transpose(1, 2)
-
-    def adjoint(self, y: torch.Tensor, interp: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Images ``(M, C, Y, X)`` of samples ``y (M, C, K)``; exact adjoint of :meth:`forward`."""
-        m, c, k = y.shape
-        (ny, nx), (gy, gx) = self.im_size, self.grid_size
-        j = self.numpoints
-        idx, w = interp
-        samples = y.transpose(1, 2).reshape(m * k, 1, c)
-        rows = y.new_zeros(m * gy * gx, c)
-        for jy in range(j):
-            contrib = w[jy].conj().view(m * k, j, 1) * samples
-            rows.index_add_(0, idx[jy], contrib.view(m * k * j, c))
-        grid = rows.view(m, gy, gx, c).permute(0, 3, 1, 2)
-        x = torch.fft.ifft2(grid, norm="forward")[..., :ny, :nx]
-        return x * self._deapodization(_real_dtype(y.dtype), y.device)
 
 
 def check_trajectory(trajectory: object) -> torch.Tensor:
@@ -181,35 +109,16 @@ def check_density(density: object, trajectory: torch.Tensor) -> torch.Tensor:
     return density
 
 
-class _ToeplitzWithDensity(torch.autograd.Function):
-    """Toeplitz gram ``Nᴴ W N z`` whose backward also yields the gradient for the density ``w``.
-
-    The kernel is cached without a graph; the density gradient is obtained in the backward pass
-    by differentiating a freshly computed kernel, so the cached kernel can serve any number of
-    backward passes.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, density: torch.Tensor, op: NUFFTOp) -> torch.Tensor:
-        ctx.op = op
-        ctx.save_for_backward(z, density)
-        return op._apply_toeplitz(z, op.toeplitz_kernel(z.dtype, z.device))
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        z, density = ctx.saved_tensors
-        op: NUFFTOp = ctx.op
-        grad_z = grad_density = None
-        if ctx.needs_input_grad[0]:
-            # The real kernel makes the Toeplitz operator self-adjoint.
-            grad_z = _ToeplitzWithDensity.apply(grad, density, op)
-        if ctx.needs_input_grad[1]:
-            with torch.enable_grad():
-                leaf = density.detach().requires_grad_(True)
-                kernel = op._compute_kernel(leaf, z.dtype, z.device)
-                out = op._apply_toeplitz(z.detach(), kernel)
-                (grad_density,) = torch.autograd.grad(out, leaf, grad)
-        return grad_z, grad_density, None
+def _check_settings(backend: object, eps: object) -> tuple[str, float | None]:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend == "finufft" and not finufft_backend.available():
+        raise ValueError("backend='finufft' needs the 'finufft' package, which is not importable; "
+                         "install it or use backend='auto' or 'gridding'")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                            or not 1e-15 < float(eps) < 1e-1):
+        raise ValueError(f"eps must be None or a number in (1e-15, 0.1); got {eps!r}")
+    return str(backend), None if eps is None else float(eps)
 
 
 class NUFFTOp(LinearOperator):
@@ -225,22 +134,28 @@ class NUFFTOp(LinearOperator):
         Optional density-compensation weights ``(*b, T, K)``, real, non-negative; the operator
         becomes ``A = W^{1/2} N`` (see the module docstring).
     oversampling
-        Grid oversampling of the gridding (>= 1; grid ``ceil(oversampling · N)``).
+        Grid oversampling of the gridding backend (>= 1; grid ``ceil(oversampling · N)``).
     numpoints
-        Kaiser-Bessel interpolation neighbours per dimension.
+        Kaiser-Bessel interpolation neighbours per dimension (gridding backend).
+    backend
+        ``"auto"`` (finufft for CPU tensors when importable, else gridding), ``"finufft"`` or
+        ``"gridding"``.
+    eps
+        finufft tolerance; ``None``: 1e-6 for complex64, 1e-12 for complex128.
 
     Notes
     -----
     forward: coil images ``x (*b, T, C, Y, X)`` complex -> ``(*b, T, C, K)``; adjoint the reverse.
     ``C`` is any number of images sharing the trajectory (coils; use ``C = 1`` for one image).
-    Composed with :class:`~operators.sensitivity.SensitivityOp` it gives
-    :class:`MultiCoilNUFFTOp`. The batch dims of ``trajectory`` and ``density`` must broadcast to
-    those of ``x`` (a shared trajectory serves a whole batch). Any complex dtype works; the
-    trajectory and density are cast to the matching real dtype.
+    ``nufft @ SensitivityOp(csm)`` is :class:`MultiCoilNUFFTOp`. The batch dims of
+    ``trajectory`` and ``density`` must broadcast to those of ``x`` (a shared trajectory serves a
+    whole batch). Any complex dtype works; the trajectory and density are cast to the matching
+    real dtype.
     """
 
     def __init__(self, trajectory: torch.Tensor, im_size: Sequence[int], density: torch.Tensor | None = None,
-                 oversampling: float = 2.0, numpoints: int = 6) -> None:
+                 oversampling: float = 2.0, numpoints: int = 6, backend: str = "auto",
+                 eps: float | None = None) -> None:
         super().__init__()
         self.trajectory = check_trajectory(trajectory)
         im = tuple(int(n) for n in im_size)
@@ -250,6 +165,7 @@ class NUFFTOp(LinearOperator):
             raise ValueError(f"oversampling must be >= 1; got {oversampling}")
         if int(numpoints) < 1:
             raise ValueError(f"numpoints must be >= 1; got {numpoints}")
+        self.backend, self.eps = _check_settings(backend, eps)
         self.im_size: tuple[int, int] = (im[0], im[1])
         self.grid_size = tuple(max(n, math.ceil(float(oversampling) * n)) for n in im)
         self.numpoints = int(numpoints)
@@ -261,10 +177,15 @@ class NUFFTOp(LinearOperator):
         self.n_times = int(self.trajectory.shape[-3])
         self.n_samples = int(self.trajectory.shape[-1])
         self._scale = 1.0 / math.sqrt(math.prod(self.im_size))  # orthonormal, as the Cartesian FFT
-        centre = (im[0] // 2, im[1] // 2)
-        self._gridding = _Gridding(self.im_size, self.grid_size, self.numpoints, centre)
+        self._gridding = Gridding(self.im_size, self.grid_size, self.numpoints, (im[0] // 2, im[1] // 2))
         self._kernel_cache: dict[tuple, torch.Tensor] = {}
         self._interp_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plan_cache: dict[tuple, finufft_backend.PlanSet] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_plan_cache"] = {}  # finufft plans hold C pointers: rebuilt on demand
+        return state
 
     # ------------------------------------------------------------------ helpers
     def _check_batch(self, name: str, batch: tuple[int, ...]) -> None:
@@ -292,8 +213,41 @@ class NUFFTOp(LinearOperator):
         self._check_batch(name, tuple(y.shape[:-3]))
         return y
 
+    def uses_finufft(self, dtype: torch.dtype, device: torch.device | str) -> bool:
+        """Whether data of ``dtype`` on ``device`` go through finufft (else the gridding)."""
+        if self.backend == "gridding":
+            return False
+        ok = finufft_backend.supports(dtype, device)
+        if self.backend == "finufft" and not ok:
+            raise ValueError(f"backend='finufft' transforms CPU complex64/complex128 tensors; got "
+                             f"{dtype} on {torch.device(device)}")
+        return ok
+
+    def _trajectories(self) -> torch.Tensor:
+        return self.trajectory.detach().reshape(-1, 2, self.n_samples)
+
+    def _index(self, batch: tuple[int, ...]) -> list[int]:
+        return kernel_index(tuple(self.trajectory.shape[:-3]), batch, self.n_times)
+
+    def _eps(self, dtype: torch.dtype) -> float:
+        return self.eps if self.eps is not None else finufft_backend.EPS[dtype]
+
+    def _plans(self, n_trans: int, dtype: torch.dtype) -> finufft_backend.PlanSet:
+        """finufft plans of the trajectory for ``n_trans`` images, cached per process."""
+        cache = self._plan_cache
+        if any(not plans.usable() for plans in cache.values()):
+            cache.clear()  # inherited through fork: make this process's own
+        key = (n_trans, dtype, self._eps(dtype), finufft_backend.n_threads(), self.trajectory._version)
+        plans = cache.get(key)
+        if plans is None:
+            plans = finufft_backend.PlanSet(self._trajectories(), self.im_size, n_trans, dtype, self._eps(dtype))
+            if len(cache) >= _MAX_PLAN_SETS:
+                cache.pop(next(iter(cache)))
+            cache[key] = plans
+        return plans
+
     def _omega(self, batch: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        traj = self.trajectory.detach().to(device=device, dtype=_real_dtype(dtype))
+        traj = self.trajectory.detach().to(device=device, dtype=real_dtype(dtype))
         return traj.expand(*batch, self.n_times, 2, self.n_samples).reshape(-1, 2, self.n_samples)
 
     def _interpolation(self, batch: tuple[int, ...], dtype: torch.dtype,
@@ -307,10 +261,18 @@ class NUFFTOp(LinearOperator):
             self._interp_cache = {key: interp}
         return self._interp_cache[key]
 
+    def _transform(self, data: torch.Tensor, batch: tuple[int, ...], adjoint: bool) -> torch.Tensor:
+        """Unnormalised NUFFT of ``(M, C, Y, X)`` images (or its adjoint of ``(M, C, K)`` data)."""
+        if self.uses_finufft(data.dtype, data.device):
+            plans, index = self._plans(data.shape[1], data.dtype), self._index(batch)
+            return (finufft_backend.type1 if adjoint else finufft_backend.type2)(data, plans, index)
+        interp = self._interpolation(batch, data.dtype, data.device)
+        return self._gridding.adjoint(data, interp) if adjoint else self._gridding.forward(data, interp)
+
     def _sqrt_density(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
         if self.density is None:
             return None
-        return self.density.to(device=device, dtype=_real_dtype(dtype)).sqrt().unsqueeze(-2)
+        return self.density.to(device=device, dtype=real_dtype(dtype)).sqrt().unsqueeze(-2)
 
     def weight(self, k: torch.Tensor) -> torch.Tensor:
         """Apply ``W^{1/2}`` to measured data ``k (*b, T, C, K)`` (identity without density).
@@ -326,29 +288,30 @@ class NUFFTOp(LinearOperator):
         """``sqrt(w) · N x``: coil images ``(*b, T, C, Y, X)`` -> k-space ``(*b, T, C, K)``."""
         x = self._check_image(x)
         batch, c = tuple(x.shape[:-4]), x.shape[-3]
-        images = x.reshape(-1, c, *self.im_size)
-        k = self._gridding.forward(images, self._interpolation(batch, x.dtype, x.device)) * self._scale
+        k = self._transform(x.reshape(-1, c, *self.im_size), batch, adjoint=False)
         k = k.reshape(*batch, self.n_times, c, self.n_samples)
         sqrt_w = self._sqrt_density(x.dtype, x.device)
-        return k if sqrt_w is None else k * sqrt_w
+        scale = self._scale if sqrt_w is None else self._scale * sqrt_w
+        return k * scale
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``Nᴴ(sqrt(w) · y)``: k-space ``(*b, T, C, K)`` -> coil images ``(*b, T, C, Y, X)``."""
         y = self._check_data(y)
         batch, c = tuple(y.shape[:-3]), y.shape[-2]
         sqrt_w = self._sqrt_density(y.dtype, y.device)
-        if sqrt_w is not None:
-            y = y * sqrt_w
-        data = y.reshape(-1, c, self.n_samples)
-        x = self._gridding.adjoint(data, self._interpolation(batch, y.dtype, y.device)) * self._scale
+        y = y * (self._scale if sqrt_w is None else self._scale * sqrt_w)
+        x = self._transform(y.reshape(-1, c, self.n_samples), batch, adjoint=True)
         return x.reshape(*batch, self.n_times, c, *self.im_size)
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """``Nᴴ W N x`` by Toeplitz embedding: coil images ``(*b, T, C, Y, X)`` -> same shape."""
         x = self._check_image(x)
+        kernel = self.toeplitz_kernel(x.dtype, x.device)
         if self.density is not None and self.density.requires_grad and torch.is_grad_enabled():
-            return _ToeplitzWithDensity.apply(x, self.density, self)
-        return self._apply_toeplitz(x, self.toeplitz_kernel(x.dtype, x.device))
+            def make(w: torch.Tensor) -> torch.Tensor:
+                return self._compute_kernel(w, x.dtype, x.device)
+            return ToeplitzWithDensity.apply(x, self.density, kernel, make)
+        return apply_toeplitz(x, kernel)
 
     # ------------------------------------------------------------------ Toeplitz
     def toeplitz_kernel(self, dtype: torch.dtype = torch.complex64,
@@ -371,52 +334,33 @@ class NUFFTOp(LinearOperator):
 
     def _compute_kernel(self, density: torch.Tensor | None, dtype: torch.dtype,
                         device: torch.device) -> torch.Tensor:
-        """Real Fourier-domain kernel of the circulant embedding of ``Nᴴ W N`` (differentiable in
-        ``density``)."""
+        """Real Fourier-domain kernel ``(*b, T, 2Y, 2X)`` of the circulant embedding of
+        ``Nᴴ W N`` (differentiable in ``density``)."""
         ny, nx = self.im_size
-        rdtype = _real_dtype(dtype)
         batch = self.batch_shape
-        omega = self._omega(batch, dtype, device)  # (n, 2, K)
+        n = math.prod(batch) * self.n_times
         if density is None:
-            weights = torch.ones(omega.shape[0], 1, self.n_samples, dtype=dtype, device=device)
+            weights = torch.ones(n, self.n_samples, dtype=dtype, device=device)
         else:
-            w = density.to(device=device, dtype=rdtype).expand(*batch, self.n_times, self.n_samples)
-            weights = w.reshape(-1, 1, self.n_samples).to(dtype)
-        # Toeplitz entries g(d) = (YX)^-1 Σ_k w_k exp(i ω_k·d), |d| < (Y, X). Centred gridding
-        # reaches offsets d = p + s (p = n - centre) by modulating the data with exp(i ω·s); two
-        # shifts give the half plane d_y >= 0 (d_x >= 0 and d_x < 0), one adjoint with 2 channels.
-        (cy, cx) = self._gridding.centre
-        shifts = torch.tensor([[cy, cx], [cy, cx - nx]], dtype=rdtype, device=device)  # (2, 2)
-        angle = torch.einsum("sd,mdk->msk", shifts, omega)
-        phase = torch.polar(torch.ones_like(angle), angle)
-        interp = self._gridding.interpolation(omega, dtype)  # not cached: needed once
-        g = self._gridding.adjoint(weights * phase, interp) / (ny * nx)  # (n, 2, Y, X)
-        # Rows d_y in [0, Y): columns d_x = 0..X-1, then d_x = -X (outside the support) ..-1.
-        g_neg = torch.cat([g.new_zeros(omega.shape[0], ny, 1), g[:, 1, :, 1:]], dim=-1)
-        upper = torch.cat([g[:, 0], g_neg], dim=-1)  # (n, Y, 2X)
-        n = omega.shape[0]
-        # Rows d_y < 0 by Hermitian symmetry g(-d) = conj(g(d)).
-        col_neg = (-torch.arange(2 * nx, device=device)) % (2 * nx)
-        lower = upper[:, 1:, :][:, :, col_neg].conj().flip(-2)  # d_y = -(Y-1)..-1
-        circ = torch.cat([upper, upper.new_zeros(n, 1, 2 * nx), lower], dim=-2)  # (n, 2Y, 2X)
-        # The embedding is Hermitian, so its spectrum is real up to interpolation round-off.
-        kernel = torch.fft.fft2(circ).real
+            w = density.to(device=device, dtype=real_dtype(dtype)).expand(*batch, self.n_times, self.n_samples)
+            weights = w.reshape(n, self.n_samples).to(dtype)
+        if self.uses_finufft(dtype, device):
+            offsets = finufft_backend.toeplitz_offsets(self._trajectories(), weights, self._index(batch),
+                                                       self.im_size, self._eps(dtype))
+            circ = torch.fft.ifftshift(offsets, dim=(-2, -1))  # offset 0 (at (Y, X)) to index 0
+        else:
+            circ = gridding_circulant(self._gridding, self._omega(batch, dtype, device), weights)
+        kernel = kernel_from_circulant(circ / (ny * nx))
         return kernel.reshape(*batch, self.n_times, 2 * ny, 2 * nx)
-
-    def _apply_toeplitz(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        ny, nx = self.im_size
-        kernel = kernel.to(device=x.device, dtype=_real_dtype(x.dtype)).unsqueeze(-3)
-        z = torch.fft.fft2(x, s=(2 * ny, 2 * nx))  # zero-padded at the end: the circulant embedding
-        z = z * kernel if kernel.requires_grad else z.mul_(kernel)
-        return torch.fft.ifft2(z)[..., :ny, :nx]
 
     def extra_repr(self) -> str:
         return (f"im_size={self.im_size}, n_times={self.n_times}, n_samples={self.n_samples}, "
-                f"batch_shape={self.batch_shape}, density={self.density is not None}")
+                f"batch_shape={self.batch_shape}, density={self.density is not None}, "
+                f"backend={self.backend!r}")
 
 
-class MultiCoilNUFFTOp(LinearOperator):
-    """Multi-coil non-Cartesian encoding ``A = W^{1/2} N S``.
+class MultiCoilNUFFTOp(ProductOperator):
+    """Multi-coil non-Cartesian encoding ``A = W^{1/2} N S``, the composition ``nufft @ sensitivity``.
 
     Parameters
     ----------
@@ -427,25 +371,40 @@ class MultiCoilNUFFTOp(LinearOperator):
         ``(k_y, k_x)``; a different trajectory per contrast is allowed.
     density
         Optional density weights ``(*b, T, K)`` (or ``(T, K)``); see :class:`NUFFTOp`.
-    oversampling, numpoints
-        Gridding settings, see :class:`NUFFTOp`.
+    oversampling, numpoints, backend, eps
+        NUFFT settings, see :class:`NUFFTOp`.
 
     Notes
     -----
     forward: ``x (*b, T, Y, X)`` -> ``(*b, T, C, K)``; adjoint: ``(*b, T, C, K)`` ->
-    ``(*b, T, Y, X)``; ``gram``: ``Sᴴ (Nᴴ W N) S x`` with the Toeplitz-embedded ``Nᴴ W N``.
-    The image must have the dtype of ``csm``; measured data are weighted with :meth:`weight`.
+    ``(*b, T, Y, X)``; ``gram``: ``Sᴴ (Nᴴ W N) S x`` through the composition's gram, i.e. with
+    the Toeplitz-embedded ``Nᴴ W N``. ``nufft`` (the outer factor) and ``sensitivity`` (the inner
+    one) name the factors and may be reassigned. The image must have the dtype of ``csm``;
+    measured data are weighted with :meth:`weight`.
     """
 
+    _FACTORS = {"nufft": "outer", "sensitivity": "inner"}
+
     def __init__(self, csm: torch.Tensor, trajectory: torch.Tensor, density: torch.Tensor | None = None,
-                 oversampling: float = 2.0, numpoints: int = 6) -> None:
-        super().__init__()
+                 oversampling: float = 2.0, numpoints: int = 6, backend: str = "auto",
+                 eps: float | None = None) -> None:
         csm = check_csm(csm)
-        self.sensitivity = SensitivityOp(csm)
-        self.nufft = NUFFTOp(trajectory, tuple(csm.shape[-2:]), density=density,
-                             oversampling=oversampling, numpoints=numpoints)
+        nufft = NUFFTOp(trajectory, tuple(csm.shape[-2:]), density=density, oversampling=oversampling,
+                        numpoints=numpoints, backend=backend, eps=eps)
+        super().__init__(nufft, SensitivityOp(csm))
         self.batch_shape = _broadcast_batch({"csm": tuple(csm.shape[:-3]),
-                                             "trajectory/density": self.nufft.batch_shape})
+                                             "trajectory/density": nufft.batch_shape})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(self._FACTORS.get(name, name), value)
+
+    @property
+    def nufft(self) -> NUFFTOp:
+        return self.outer  # type: ignore[return-value]
+
+    @property
+    def sensitivity(self) -> SensitivityOp:
+        return self.inner  # type: ignore[return-value]
 
     @property
     def csm(self) -> torch.Tensor:
@@ -465,15 +424,11 @@ class MultiCoilNUFFTOp(LinearOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image series ``(*b, T, Y, X)`` -> multi-coil k-space ``(*b, T, C, K)``."""
-        return self.nufft(self.sensitivity(self._check_image(x)))
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Multi-coil k-space ``(*b, T, C, K)`` -> coil-combined image series ``(*b, T, Y, X)``."""
-        return self.sensitivity.adjoint(self.nufft.adjoint(y))
+        return super().forward(self._check_image(x))
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """``AᴴA x`` via Toeplitz embedding, ``(*b, T, Y, X)`` -> same shape."""
-        return self.sensitivity.adjoint(self.nufft.gram(self.sensitivity(self._check_image(x))))
+        return super().gram(self._check_image(x))
 
     def extra_repr(self) -> str:
         return f"n_coils={self.csm.shape[-3]}, batch_shape={self.batch_shape}"
