@@ -40,6 +40,18 @@ class SignalModel(nn.Module):
         A neutral starting point for fitting.
     complex_output : bool
         Whether the signal is complex (T1-mapping models) or real (weighted models).
+    linear_parameters : tuple of int
+        Indices of the parameters that enter the signal linearly (the amplitude: complex M0 as
+        (Re M0, Im M0), or PD); () if none. Fitting code (``solvers.nonlinear_fit``) eliminates
+        them in closed form.
+    complex_amplitude : bool
+        ``linear_parameters`` are (Re, Im) of one complex amplitude: ``q(p) = (p_re + i p_im) g(θ)``.
+    nonnegative_amplitude : bool
+        The (single, real) amplitude enters linearly only where it is >= 0 (magnitude images:
+        ``|PD g| = PD |g|`` for PD >= 0).
+    spatially_uniform : bool
+        The signal of a pixel depends only on its parameters and on the sample's protocol (no
+        per-pixel state), so a model may be evaluated on any ``(Y, X)``, e.g. a ``(1, G)`` grid.
     """
 
     parameter_names: ClassVar[tuple[str, ...]] = ()
@@ -47,6 +59,10 @@ class SignalModel(nn.Module):
     bounds: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
     initial_value: tuple[float, ...] = ()
     complex_output: ClassVar[bool] = False
+    linear_parameters: tuple[int, ...] = ()
+    complex_amplitude: bool = False
+    nonnegative_amplitude: bool = False
+    spatially_uniform: ClassVar[bool] = True
 
     def __init__(self, *, per_sample: bool = False, **sequence: Any) -> None:
         super().__init__()

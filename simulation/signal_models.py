@@ -49,6 +49,9 @@ class _T1Model(SignalModel):
     bounds = ((-2.0, -2.0, -1.0), (2.0, 2.0, 20.0))
     initial_value = (1.0, 0.0, 1.0)
     complex_output = True
+    #: M0 = Re M0 + i Im M0 multiplies a real recovery curve of R1
+    linear_parameters = (0, 1)
+    complex_amplitude = True
 
     @staticmethod
     def _complex(p: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,11 @@ bad for the Gauss-Newton / Hessian-based fits of W2Q. We therefore use the smoot
 ``sqrt(x² + ε²) − ε`` (``magnitude_eps`` = ε, default 1e-3 in PD units): it is 0 at the null,
 twice differentiable everywhere, and differs from ``|x|`` by less than ε. Set
 ``magnitude_eps=0`` for the exact ``|x|`` or ``magnitude=False`` for the signed real signal.
+
+Linearity in PD (``linear_parameters``, used by fits to solve PD in closed form): the signed
+models are linear in PD; the exact magnitude ``|PD g| = PD |g|`` is linear for PD >= 0
+(``nonnegative_amplitude``); the smooth magnitude is not linear in PD, so a magnitude model with
+``magnitude_eps > 0`` declares no linear parameter.
 """
 
 from __future__ import annotations
@@ -68,6 +73,17 @@ class WeightedSignalModel(SignalModel):
     bounds = ((0.0, 0.05, 0.005), (2.0, 6.0, 3.0))
     initial_value = (0.8, 1.0, 0.1)
     complex_output = False
+
+    @property
+    def linear_parameters(self) -> tuple[int, ...]:  # type: ignore[override]
+        """``(0,)``: PD enters linearly — except for the smooth magnitude ``sqrt(x² + ε²) − ε``
+        (``magnitude=True``, ``magnitude_eps > 0``), which is not linear in PD: then ``()``."""
+        return () if (self.magnitude and self.magnitude_eps > 0) else (0,)
+
+    @property
+    def nonnegative_amplitude(self) -> bool:  # type: ignore[override]
+        """True for the exact magnitude (``magnitude_eps = 0``): ``|PD g| = PD |g|`` only for PD >= 0."""
+        return self.magnitude and self.magnitude_eps == 0
 
     def _init_options(self, te_correction: float | torch.Tensor, magnitude: bool, magnitude_eps: float) -> None:
         check_positive("te_correction", te_correction)

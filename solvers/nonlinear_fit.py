@@ -11,31 +11,29 @@ Design choices
 - **Bounds.** ``bounds=None`` means unbounded (pass ``bounds=q.bounds`` explicitly to use a signal
   model's bounds). Bounds are enforced by the smooth reparametrisation ``p = φ(z)`` of
   :mod:`solvers.bounds`; the solvers work on ``z``, and the returned ``p`` lies strictly inside.
-- **Forward solvers** (:mod:`solvers.pixel_solvers`) are vectorised over pixels: every pixel has
-  its own line search (``"lbfgs"``) or damping (``"gauss-newton"``, Levenberg–Marquardt), its own
-  curvature memory and its own convergence test; converged pixels are frozen.
-- **Where the implicit gradient is taken.** In ``z``: at the solution ``∇_z F(φ(z*)) = 0`` holds
-  also for a pixel pushed towards a bound (where ``∇_p F = 0`` need not), so
-  ``dz*/dθ = −H_z⁻¹ ∂²F/∂z∂θ`` with the exact Hessian ``H_z = ∂²F/∂z²`` (second-order terms of
-  ``q`` included), and ``p* = φ(z*)`` is differentiated by the chain rule.
-- **How.** The ``p* − S(r)`` trick: the output is ``z* + C(g)`` where ``g = ∇_z F(z*; θ)`` is built
-  with autograd (so it depends on ``y``, ``p_reg``, ``λ`` and on *every* tensor ``q`` uses, without
-  having to find them) and ``C`` is an autograd function whose value is zero and whose backward
-  applies ``−H_z⁻¹``. ``backward="hessian"`` assembles ``H_z`` pixel by pixel (``P`` backward passes
-  of ``Σ_pixels ∂F/∂z_k``, which by pixel separability yield every pixel's Hessian row ``k``) and
-  factorises the ``P × P`` matrices at once. Pixels whose Hessian is singular, indefinite,
-  non-finite or nearly singular (a Cholesky pivot ``<= 100 · eps · max diag``) get ``H + δ I``
-  with ``δ`` escalated from ``1e3 · eps · max diag`` by ×10 until it passes; they are counted in ``info["hessian_fallback_count"]`` and logged (INFO,
-  logger ``"solvers"``). ``backward="hvp-cg"`` instead runs :func:`solvers.cg.cg` on Hessian-vector
-  products over the whole image (per batch sample), which does not assume pixel separability of
-  ``F``'s curvature but has no per-pixel safeguard.
-- The implicit backward is first-order only (double backward through it raises).
+- **Solvers.** ``solver="auto"`` (default) picks ``"varpro"`` for a model that declares a linear
+  amplitude (:mod:`solvers.linear_amplitude`: ``q.linear_parameters``, e.g. complex M0 of the
+  T1-mapping models, PD of the weighted models) and ``"lbfgs"`` otherwise, or when the unrolled
+  backward (``implicit=False``) is asked for with gradients. ``"varpro"``
+  (:mod:`solvers.varpro`) eliminates the amplitude in closed form and searches only the
+  nonlinear parameters (global grid, then per-pixel Levenberg–Marquardt on the reduced problem);
+  it keeps no absolute bound on the amplitude (only a sign bound at 0 of a real amplitude), so
+  the fit is equivariant to the data's scale and phase. ``"lbfgs"`` / ``"gauss-newton"``
+  (:mod:`solvers.pixel_solvers`) are general: every pixel has its own line search or damping,
+  curvature memory and convergence test, and they honour every bound as given.
+- **Implicit gradient** (:mod:`solvers.implicit_gradient`): taken in ``z``, where
+  ``∇_z F(φ(z*)) = 0`` holds also for a pixel pushed towards a bound, with the exact per-pixel
+  Hessian (``backward="hessian"``; pixels whose Hessian is singular, indefinite or non-finite get
+  ``H + δ I``, counted in ``info.hessian_fallback_count`` and logged at INFO) or CG on
+  Hessian-vector products (``"hvp-cg"``). Whatever solver found ``z*``, the backward is that of
+  the full problem in every parameter. First order only.
 - ``implicit=False`` differentiates through the unrolled iterations instead (the autograd graph
   of every step is kept; line-search decisions, step lengths, damping and the L-BFGS curvature
-  memory are constants of that graph).
+  memory are constants of that graph); ``"lbfgs"`` and ``"gauss-newton"`` only.
 - The solvers take gradients of ``q`` internally. Under ``torch.inference_mode()`` the fit runs
   outside it on copies of ``y``, ``p_reg``, ``λ`` and ``p0``; tensors held by ``q`` must then
   not be inference tensors (build the model outside inference mode).
+- Loggers are named after the modules (``solvers.nonlinear_fit``, ``solvers.implicit_gradient``).
 """
 
 from __future__ import annotations
@@ -43,144 +41,25 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from solvers.bounds import BoxReparametrisation
-from solvers.cg import cg
-from solvers.pixel_solvers import (
-    PixelObjective,
-    from_matrix_layout,
-    lbfgs_pixels,
-    levenberg_marquardt_pixels,
-    small_cholesky,
-    small_cholesky_solve,
-    to_matrix_layout,
-)
+from solvers.fit_info import FitInfo
+from solvers.implicit_gradient import Backward, attach_implicit_gradient
+from solvers.linear_amplitude import AmplitudeSpec
+from solvers.pixel_solvers import PixelObjective, lbfgs_pixels, levenberg_marquardt_pixels
+from solvers.varpro import varpro_pixels
 
-__all__ = ["nonlinear_fit"]
+__all__ = ["nonlinear_fit", "FitInfo", "Solver", "Backward"]
 
-logger = logging.getLogger("solvers")
+logger = logging.getLogger(__name__)
 
-_SOLVERS = ("lbfgs", "gauss-newton")
+Solver = Literal["auto", "varpro", "lbfgs", "gauss-newton"]
+Bounds = tuple[Sequence[float], Sequence[float]]
+_SOLVERS = ("auto", "varpro", "lbfgs", "gauss-newton")
 _BACKWARDS = ("hessian", "hvp-cg")
-
-
-class _ApplyInverseHessian(torch.autograd.Function):
-    """Value 0; backward ``v -> −H⁻¹ v`` with per-pixel Cholesky factors ``L`` (P, P, B, 1, Y, X)."""
-
-    @staticmethod
-    def forward(ctx: Any, g: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(lower)
-        return torch.zeros_like(g)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, v: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (lower,) = ctx.saved_tensors
-        return -from_matrix_layout(small_cholesky_solve(lower, to_matrix_layout(v))), None
-
-
-class _ApplyInverseHessianCG(torch.autograd.Function):
-    """Value 0; backward ``v -> −H⁻¹ v`` by CG on Hessian-vector products over each sample."""
-
-    @staticmethod
-    def forward(ctx: Any, g: torch.Tensor, hvp: Callable, tol: float, max_iter: int, info: dict) -> torch.Tensor:
-        ctx.hvp, ctx.tol, ctx.max_iter, ctx.info = hvp, tol, max_iter, info
-        return torch.zeros_like(g)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, v: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        res = cg(ctx.hvp, v, tol=ctx.tol, max_iter=ctx.max_iter)
-        ctx.info["backward_cg"] = {
-            "iterations": res.iterations,
-            "converged": res.converged,
-            "relative_residual": res.relative_residual,
-        }
-        if not bool(res.converged.all()):
-            logger.warning(
-                "nonlinear_fit: backward CG did not converge for %d of %d samples (relative residual up to %.3g)",
-                int((~res.converged).sum()),
-                res.converged.numel(),
-                float(res.relative_residual.max()),
-            )
-        return -res.x, None, None, None, None
-
-
-def _factor_with_fallback(h: torch.Tensor, rcond: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cholesky of per-pixel Hessians (P, P, *S), damping the ones that are not safely SPD.
-
-    Returns the factors, the fallback mask (*S) and the damping ``δ`` used (*S, 0 where none).
-    """
-    n = h.shape[0]
-    eye = torch.eye(n, dtype=h.dtype, device=h.device).reshape(n, n, *([1] * (h.ndim - 2)))
-    finite = torch.isfinite(h).all(0).all(0)
-    h = torch.where(finite, h, eye)
-    lower, ok = small_cholesky(h, rcond)
-    fallback = ~ok
-    diag_max = torch.stack([h[i, i] for i in range(n)]).abs().amax(0)
-    level = 10 * rcond * torch.where(diag_max > 0, diag_max, torch.ones_like(diag_max))
-    delta = torch.zeros_like(diag_max)
-    for _ in range(60):
-        need = ~ok
-        if not bool(need.any()):
-            break
-        delta = torch.where(need, torch.where(delta > 0, 10 * delta, level), delta)
-        l2, ok2 = small_cholesky(h + delta * eye, rcond)
-        lower = torch.where(need & ok2, l2, lower)
-        ok = ok | ok2
-    lower = torch.where(ok, lower, eye)  # unreachable for finite input; keeps the result finite
-    return lower, fallback, delta
-
-
-def _attach_implicit_gradient(
-    obj: PixelObjective,
-    z_star: torch.Tensor,
-    backward: str,
-    info: dict[str, Any],
-    cg_tol: float,
-    cg_max_iter: int,
-) -> torch.Tensor:
-    """Return ``z*`` (same value) carrying the implicit derivative with respect to the problem data."""
-    n_par = z_star.shape[1]
-    z = z_star.detach().requires_grad_(True)
-    with torch.enable_grad():
-        f = obj.per_pixel(z).sum()
-        (g,) = torch.autograd.grad(f, z, create_graph=True)
-        if backward == "hessian":
-            rows = []
-            for k in range(n_par):
-                (row,) = torch.autograd.grad(g[:, k].sum(), z, retain_graph=True, allow_unused=True)
-                rows.append(to_matrix_layout(torch.zeros_like(z) if row is None else row))
-            h = torch.stack(rows)
-            h = 0.5 * (h + h.transpose(0, 1))
-            rcond = 100 * torch.finfo(h.dtype).eps
-            lower, fallback, delta = _factor_with_fallback(h, rcond)
-            count = int(fallback.sum())
-            info["hessian_fallback"] = fallback[:, 0]
-            info["hessian_fallback_count"] = count
-            info["hessian_damping"] = delta[:, 0]
-            if count:
-                logger.info(
-                    "nonlinear_fit: %d of %d pixels have a singular, indefinite or non-finite Hessian; "
-                    "solved with H + δI instead (δ up to %.3g)",
-                    count,
-                    fallback.numel(),
-                    float(delta.max()),
-                )
-            corr = _ApplyInverseHessian.apply(g, lower)
-        else:
-            info["backward_cg"] = None
-
-            def hvp(w: torch.Tensor) -> torch.Tensor:
-                (out,) = torch.autograd.grad(g, z, grad_outputs=w, retain_graph=True)
-                return out
-
-            corr = _ApplyInverseHessianCG.apply(g, hvp, cg_tol, cg_max_iter, info)
-        return z_star.detach() + corr
 
 
 def _check_tensor(name: str, t: Any, shape_doc: str) -> torch.Tensor:
@@ -219,16 +98,59 @@ def _normalise_lam(lam: Any, batch: int, n_par: int, spatial: tuple[int, int], p
     return lam_t
 
 
+@overload
+def nonlinear_fit(
+    q: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    p_reg: torch.Tensor,
+    lam: float | torch.Tensor,
+    p0: torch.Tensor | None = ...,
+    bounds: Bounds | None = ...,
+    solver: Solver = ...,
+    implicit: bool = ...,
+    backward: Backward = ...,
+    max_iter: int = ...,
+    tol: float | None = ...,
+    ftol: float | None = ...,
+    history: int = ...,
+    cg_tol: float | None = ...,
+    cg_max_iter: int = ...,
+    return_info: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def nonlinear_fit(
+    q: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    p_reg: torch.Tensor,
+    lam: float | torch.Tensor,
+    p0: torch.Tensor | None = ...,
+    bounds: Bounds | None = ...,
+    solver: Solver = ...,
+    implicit: bool = ...,
+    backward: Backward = ...,
+    max_iter: int = ...,
+    tol: float | None = ...,
+    ftol: float | None = ...,
+    history: int = ...,
+    cg_tol: float | None = ...,
+    cg_max_iter: int = ...,
+    *,
+    return_info: Literal[True],
+) -> tuple[torch.Tensor, FitInfo]: ...
+
+
 def nonlinear_fit(
     q: Callable[[torch.Tensor], torch.Tensor],
     y: torch.Tensor,
     p_reg: torch.Tensor,
     lam: float | torch.Tensor,
     p0: torch.Tensor | None = None,
-    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-    solver: str = "lbfgs",
+    bounds: Bounds | None = None,
+    solver: Solver = "auto",
     implicit: bool = True,
-    backward: str = "hessian",
+    backward: Backward = "hessian",
     max_iter: int = 50,
     tol: float | None = None,
     ftol: float | None = None,
@@ -236,7 +158,7 @@ def nonlinear_fit(
     cg_tol: float | None = None,
     cg_max_iter: int = 500,
     return_info: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+) -> torch.Tensor | tuple[torch.Tensor, FitInfo]:
     """Pixel-wise ``argmin_p Σ_T |q(p) − y|² + λ Σ_P (p − p_reg)²``, differentiable.
 
     Parameters
@@ -256,6 +178,8 @@ def nonlinear_fit(
     bounds
         ``(lower, upper)``, each ``P`` floats (``±inf`` allowed), or None (unbounded).
     solver
+        ``"auto"`` (default: ``"varpro"`` for a model declaring a linear amplitude, else
+        ``"lbfgs"``), ``"varpro"`` (amplitude in closed form, grid + reduced Levenberg–Marquardt),
         ``"lbfgs"`` (per-pixel L-BFGS, Armijo backtracking) or ``"gauss-newton"`` (per-pixel
         Levenberg–Marquardt).
     implicit
@@ -263,9 +187,11 @@ def nonlinear_fit(
     backward
         ``"hessian"`` (exact per-pixel Hessians) or ``"hvp-cg"`` (CG on Hessian-vector products).
     max_iter
-        Maximum number of iterations (accepted steps + rejected trials for Gauss–Newton).
+        Maximum number of iterations (accepted steps + rejected trials for Gauss–Newton and for
+        the refinement of ``"varpro"``).
     tol
-        Per-pixel gradient tolerance ``max_k |∂F/∂z_k| <= tol · (1 + F)``; default
+        Per-pixel gradient tolerance ``max_k |∂F/∂z_k| <= tol · (1 + F)``; for ``"varpro"`` the
+        scale-free step tolerance: the Gauss–Newton step in ``z`` ``<= tol · (1 + |z|)``. Default
         ``max(1e-8, 100 eps)`` (1e-8 in float64, ~1.2e-5 in float32).
     ftol
         A pixel also stops when an accepted step decreases ``F`` by ``<= ftol · F``; default 0
@@ -277,18 +203,22 @@ def nonlinear_fit(
         Relative residual tolerance (default 1e-6 in float32, 1e-10 in float64) and iteration cap
         of the ``"hvp-cg"`` backward.
     return_info
-        Also return a dict: ``status`` (B, Y, X) int8 (0 max_iter, 1 gradient test, 2 objective
-        change, 3 stalled, 4 non-finite start), ``converged`` (B, Y, X), ``iterations`` (B, Y, X),
-        ``objective`` (B, Y, X) final ``F``, ``gradient_norm`` (B, Y, X) ``max|∂F/∂z|``,
-        ``evaluations`` (full-image evaluations of ``q``), and, when an implicit gradient was
-        attached, ``hessian_fallback`` (B, Y, X) bool, ``hessian_fallback_count`` and
-        ``hessian_damping`` (``"hessian"``), or ``backward_cg`` (``"hvp-cg"``; filled in by the
-        backward pass).
+        Also return a :class:`~solvers.fit_info.FitInfo` (per-pixel status, convergence,
+        iterations, objective, gradient norm, evaluations, the solver used and the implicit
+        backward's diagnostics; ``info["name"]`` reads work too).
 
     Returns
     -------
     p
-        (B, P, Y, X), strictly inside the bounds. With ``return_info``: ``(p, info)``.
+        (B, P, Y, X), strictly inside the bounds (for ``"varpro"``: the bounds it keeps). With
+        ``return_info``: ``(p, info)``.
+
+    Raises
+    ------
+    ValueError
+        Non-finite ``y``, ``p_reg``, ``lam`` or ``p0``; shapes that do not fit; an unknown
+        ``solver`` / ``backward``; ``"varpro"`` for a model without a linear amplitude, or with
+        ``implicit=False`` when gradients are needed.
     """
     if torch.is_inference_mode_enabled():
         # The solvers differentiate q internally: leave inference mode, on ordinary copies.
@@ -340,6 +270,12 @@ def nonlinear_fit(
             )
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}; got {solver!r}")
+    spec = AmplitudeSpec.from_model(q, n_par) if solver in ("auto", "varpro") else None
+    if solver == "varpro" and spec is None:
+        raise ValueError(
+            "solver='varpro' needs a model that declares its linear amplitude (q.linear_parameters: one "
+            "real amplitude, or (Re, Im) with q.complex_amplitude); use 'lbfgs' or 'gauss-newton'"
+        )
     if backward not in _BACKWARDS:
         raise ValueError(f"backward must be one of {_BACKWARDS}; got {backward!r}")
     for name, value, low in (("max_iter", max_iter, 0), ("history", history, 1), ("cg_max_iter", cg_max_iter, 0)):
@@ -364,29 +300,41 @@ def nonlinear_fit(
     needs_grad = grad_on and (y.requires_grad or p_reg.requires_grad or lam_t.requires_grad or probe.requires_grad)
     del probe
 
+    if solver == "auto":
+        solver = "varpro" if spec is not None and (implicit or not needs_grad) else "lbfgs"
+    if solver == "varpro" and needs_grad and not implicit:
+        raise ValueError("solver='varpro' has the implicit backward only; pass implicit=True or another solver")
+
     def run(obj: PixelObjective, start: torch.Tensor, differentiable: bool) -> tuple[torch.Tensor, dict]:
         if solver == "lbfgs":
             return lbfgs_pixels(obj, start, max_iter, tol, ftol, history, differentiable=differentiable)
         return levenberg_marquardt_pixels(obj, start, max_iter, tol, ftol, differentiable=differentiable)
 
-    if implicit or not needs_grad:
+    if solver == "varpro":
+        assert spec is not None
+        lower_b, upper_b = (reparam.lower, reparam.upper)
+        reparam = BoxReparametrisation(*spec.fit_bounds(lower_b, upper_b), p_reg.dtype, p_reg.device)
+        with torch.no_grad():
+            start = reparam.start_inside((p_reg if p0 is None else p0).detach())
+            z_star, raw = varpro_pixels(q, y.detach(), p_reg.detach(), lam_t.detach(), spec, reparam, start, max_iter, tol)
+    elif implicit or not needs_grad:
         obj = PixelObjective(q, y.detach(), p_reg.detach(), lam_t.detach(), reparam)
         with torch.no_grad():
-            z_star, info = run(obj, z0.detach(), False)
-        if needs_grad:
-            full = PixelObjective(q, y, p_reg, lam_t, reparam)
-            z_star = _attach_implicit_gradient(full, z_star, backward, info, cg_tol, cg_max_iter)
+            z_star, raw = run(obj, z0.detach(), False)
     else:
         obj = PixelObjective(q, y, p_reg, lam_t, reparam)
-        z_star, info = run(obj, z0, True)
-    n_bad = int((~info["converged"]).sum())
+        z_star, raw = run(obj, z0, True)
+    info = FitInfo(**raw, solver=solver)
+    if needs_grad and (implicit or solver == "varpro"):
+        full = PixelObjective(q, y, p_reg, lam_t, reparam)
+        z_star = attach_implicit_gradient(full, z_star, backward, info, cg_tol, cg_max_iter)
+    n_bad = int((~info.converged).sum())
     if n_bad:
         logger.info(
             "nonlinear_fit: %d of %d pixels stopped without meeting the tolerances (status counts %s)",
             n_bad,
-            info["converged"].numel(),
-            torch.bincount(info["status"].reshape(-1).long(), minlength=5).tolist(),
+            info.converged.numel(),
+            torch.bincount(info.status.reshape(-1).long(), minlength=5).tolist(),
         )
-    info["solver"] = solver
     p = reparam.to_constrained(z_star)
     return (p, info) if return_info else p

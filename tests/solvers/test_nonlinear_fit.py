@@ -256,7 +256,7 @@ def test_backward_modes_agree(solver: str) -> None:
     for mode in ("hvp-cg", "unrolled"):
         for a, b in zip(grads[mode], grads["hessian"]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    assert infos["hvp-cg"]["backward_cg"]["converged"].all()
+    assert infos["hvp-cg"].backward_cg is not None and infos["hvp-cg"].backward_cg.converged.all()
     assert infos["hessian"]["hessian_fallback_count"] == 0
 
 
@@ -334,7 +334,7 @@ def test_singular_hessian_gets_counted_damping(caplog: pytest.LogCaptureFixture)
     expected = torch.zeros(2, 2, 2, dtype=torch.bool)
     expected[1, 0, 1] = True
     assert torch.equal(info["hessian_fallback"], expected)
-    assert any("singular" in r.getMessage() for r in caplog.records if r.name == "solvers")
+    assert any("singular" in r.getMessage() for r in caplog.records if r.name.startswith("solvers."))
     grads = torch.autograd.grad(p.sum(), (y, p_reg, lam))
     assert all(torch.isfinite(g).all() for g in grads)
     assert torch.isfinite(p).all()
