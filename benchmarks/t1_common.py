@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from pinqi.config import PINQIConfig
-from pinqi.training_config import TrainConfig, cpu_preset as pinqi_cpu_preset
-from pinqi.training_config import micro_preset as pinqi_micro_preset
-from pinqi.training_config import paper_preset as pinqi_paper_preset
+from pinqi.config import TrainConfig, cpu_preset as pinqi_cpu_preset
+from pinqi.config import micro_preset as pinqi_micro_preset
+from pinqi.config import paper_preset as pinqi_paper_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -194,11 +194,11 @@ def load_test_set(
 ) -> dict[str, torch.Tensor]:
     """The fixed test set: ``preset.test_per_acceleration`` slices per acceleration, concatenated.
 
-    Written once by :func:`pinqi.commands.simulate_split` (``test`` split of the anatomy, one
+    Written once by :func:`pinqi.cli.commands.simulate_split` (``test`` split of the anatomy, one
     seeded group per acceleration) to ``data_dir/<T>times/test.h5`` and reused while its arguments
     are unchanged.
     """
-    from pinqi.commands import simulate_split
+    from pinqi.cli.commands import simulate_split
     from simulation.h5io import read_t1_dataset_h5
 
     cfg = preset.train

@@ -4,7 +4,7 @@ Every learned method is trained on the same stream (see :mod:`benchmarks.t1_comm
 takes samples ``s·B … s·B + B − 1`` of :func:`pinqi.training.build_dataset`, for
 ``total_steps`` steps. PINQI (and its ablations) train with :class:`pinqi.training.Trainer`; the
 baselines with :func:`train_learned`, which uses the same AdamW + warm-up + cosine schedule
-(:func:`pinqi.training.learning_rate_factor`), gradient clipping at 1, checkpoints every
+(:func:`pinqi.common.trainer.learning_rate_factor`), gradient clipping at 1, checkpoints every
 ``checkpoint_every`` steps and exact resumption. DeepT1 splits the steps: the first half trains the
 image stage, the second half the map stage (each with its own warm-up + cosine schedule).
 
@@ -26,10 +26,12 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from pinqi.baselines.common import count_parameters, reference_phase
-from pinqi.checkpoint import load_checkpoint, save_checkpoint
-from pinqi.training import LOG_NAME, Trainer, build_dataset, learning_rate_factor, load_pinqi
-from pinqi.training_config import TrainConfig
+from pinqi.baselines.common import reference_phase
+from pinqi.common.checkpoint import load_checkpoint, save_checkpoint
+from pinqi.common.modules import count_parameters
+from pinqi.common.trainer import LOG_NAME, learning_rate_factor
+from pinqi.config import TrainConfig
+from pinqi.training import Trainer, build_dataset, load_pinqi
 from simulation import SaturationRecovery
 
 from .t1_common import DONE, BenchmarkPreset, peak_rss_bytes, write_json_atomic

@@ -5,7 +5,7 @@ a plain U-Net without sequence information), trained with ``pinqi train --task w
 data stream and number of steps; ``--train-missing`` trains the baselines whose checkpoints are
 missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only override):
 
-1. **Test set**: ``n_test`` samples of :class:`pinqi.w2q_training.BandedProtocolDataset` on the
+1. **Test set**: ``n_test`` samples of :class:`pinqi.w2q.data.BandedProtocolDataset` on the
    MNI152 *test* slab with protocols from the held-out middle band (never seen in training),
    random tissue values, geometry, bias fields, scales and noise as in training. Per parameter,
    inside the brain, averaged over samples: PSNR (peak = max of the target), SSIM
@@ -36,10 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
-from pinqi.metrics import ssim
-from pinqi.w2q import LOG_BOUNDS, W2Q, MultiContrastSignal, from_log_maps, to_log_maps
-from pinqi.w2q_cli import SHIPPED_WEIGHTS
-from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset, build_dataset, load_w2q, map_metrics
+from pinqi.cli.map import SHIPPED_WEIGHTS
+from pinqi.metrics import map_metrics, ssim
+from pinqi.w2q.data import BandedProtocolDataset, build_dataset
+from pinqi.w2q.model import LOG_BOUNDS, W2Q, from_log_maps, to_log_maps
+from pinqi.w2q.protocols import PARAMETERS
+from pinqi.w2q.signal import MultiContrastSignal
+from pinqi.w2q.training import load_w2q
 from simulation import load_anatomy
 from simulation.tissues import BRAIN_CLASSES, TISSUE_RANGES, brain_mask, tissue_maps
 from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
@@ -96,7 +99,7 @@ def _ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float
 
 def score(pred: torch.Tensor, batch: dict[str, torch.Tensor], seconds_per_slice: float) -> dict:
     """:func:`map_metrics` of ``pred`` against ``batch["params"]`` in the brain, with SSIM and timing."""
-    metrics = map_metrics(pred, batch["params"], batch["brain_mask"])
+    metrics = map_metrics(pred, batch["params"], batch["brain_mask"], PARAMETERS)
     for i, p in enumerate(PARAMETERS):
         metrics[p]["ssim"] = _ssim(pred[:, i], batch["params"][:, i], batch["brain_mask"])
     metrics["seconds_per_slice"] = seconds_per_slice

@@ -54,8 +54,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.w2q import TARGETS, test_fractions
-from pinqi.w2q import LOG_BOUNDS, MultiContrastSignal, from_log_maps, to_log_maps
-from pinqi.w2q_training import PARAMETERS, BandedProtocolDataset
+from pinqi.w2q.data import BandedProtocolDataset
+from pinqi.w2q.model import LOG_BOUNDS, from_log_maps, to_log_maps
+from pinqi.w2q.protocols import PARAMETERS
+from pinqi.w2q.signal import MultiContrastSignal
 from simulation import load_anatomy
 from simulation.tissues import BACKGROUND_T1, BACKGROUND_T2, TISSUE_RANGES, TissueRange, sample_tissue_values
 from simulation.weighted_dataset import ProtocolRanges

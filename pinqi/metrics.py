@@ -17,10 +17,13 @@ sample (treated as a constant for gradients).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["nrmse", "mae", "ssim"]
+__all__ = ["nrmse", "mae", "ssim", "map_metrics"]
 
 
 def _prepare(
@@ -177,3 +180,34 @@ def ssim(
     )
     value = (ssim_map * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2))
     return _finish(value, pred, batched)
+
+
+def map_metrics(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per parameter map, averaged over samples, in the mask: MAE, MPE (signed mean percentage
+    error), MAPE (mean absolute percentage error), PSNR [dB] (peak = max target).
+
+    Parameters
+    ----------
+    pred, target
+        ``(B, P, Y, X)`` real maps (e.g. W2Q's PD, T1 [s], T2 [s]).
+    mask
+        ``(B, Y, X)``; samples with an empty mask are left out.
+    names
+        ``P`` names, the keys of the result (e.g. ``("pd", "t1", "t2")``).
+    """
+    out: dict[str, dict[str, float]] = {}
+    m = mask.bool()
+    for i, name in enumerate(names):
+        rows = []
+        for b in range(pred.shape[0]):
+            p, t = pred[b, i][m[b]].double(), target[b, i][m[b]].double()
+            if t.numel() == 0:
+                continue
+            rel = (p - t) / t.clamp_min(1e-6)
+            rmse = (p - t).square().mean().sqrt().clamp_min(1e-12)
+            rows.append([(p - t).abs().mean(), 100 * rel.mean(), 100 * rel.abs().mean(), 20 * torch.log10(t.max() / rmse)])
+        v = torch.tensor(rows).mean(0).tolist() if rows else [math.nan] * 4
+        out[name] = dict(zip(("mae", "mpe", "mape", "psnr"), v))
+    return out

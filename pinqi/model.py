@@ -21,9 +21,9 @@ iterations on ``k / s`` and multiplies the M0 maps and the images back by ``s``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from torch import nn
 from operators import LinearOperator, MultiCoilCartesianOp, MultiCoilNUFFTOp
 from solvers import cg, data_consistency, nonlinear_fit
 
+from .common.bounded import inverse_softplus
 from .config import PINQIConfig
 from .networks import ImageNet, ParameterNet
 
@@ -68,9 +69,57 @@ NETWORK_SCALED_BOUND = 8.0
 """P_θ's output range for parameters in arbitrary units (M0), in units of the image RMS scale."""
 
 
-def _inverse_softplus(value: float, beta: float) -> float:
-    """λ̃ with softplus_β(λ̃) = value."""
-    return math.log(math.expm1(beta * value)) / beta
+class SignalModel(Protocol):
+    """What PINQI needs of a signal model ``q`` (e.g. :class:`simulation.SaturationRecovery`).
+
+    ``q(p)`` maps parameters ``(B, P, Y, X)`` real to images ``(B, T, Y, X)`` complex,
+    differentiably; ``bounds`` are ``P`` lower and ``P`` upper values, ``initial_value`` ``P``
+    values inside them, ``parameter_units`` ``P`` unit strings ("a.u." marks an amplitude such as
+    M0, which scales with the data).
+    """
+
+    bounds: tuple[tuple[float, ...], tuple[float, ...]]
+    initial_value: tuple[float, ...]
+    parameter_units: tuple[str, ...]
+
+    @property
+    def n_parameters(self) -> int: ...
+
+    @property
+    def n_contrasts(self) -> int: ...
+
+    def __call__(self, p: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Lambdas:
+    """The positive regularisation strengths of every iteration, each ``(T,)``.
+
+    Attributes
+    ----------
+    p
+        λ_p, the weight of the parameter prior ``||p − P_θ(y)||²`` in the fit.
+    y
+        λ_y, the weight of the image prior ``||y − Y_θ(y)||²`` in data consistency.
+    q
+        λ_q, the weight of the signal-model term ``||y − q(p)||²`` in data consistency.
+    """
+
+    p: torch.Tensor
+    y: torch.Tensor
+    q: torch.Tensor
+
+    def as_lists(self) -> dict[str, list[float]]:
+        """``{"lambda_p": [...], "lambda_y": [...], "lambda_q": [...]}`` (the training log's keys)."""
+        return {f"lambda_{k}": v.detach().cpu().tolist() for k, v in (("p", self.p), ("y", self.y), ("q", self.q))}
+
+
+@dataclass
+class _Priors:
+    """The learned priors of one forward call: ``Y_θ`` (None without it) and ``P_θ``, each (y, i) -> tensor."""
+
+    image: Callable[[torch.Tensor, int], torch.Tensor] | None
+    parameters: Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class PINQI(nn.Module):
@@ -91,34 +140,28 @@ class PINQI(nn.Module):
 
     def __init__(
         self,
-        signal_model: nn.Module,
+        signal_model: SignalModel,
         config: PINQIConfig | None = None,
         n_times: int | None = None,
     ) -> None:
         super().__init__()
-        self.config = config or PINQIConfig()
+        self.config = cfg = config or PINQIConfig()
         self.signal_model = signal_model
-        cfg = self.config
-        n_params = int(getattr(signal_model, "n_parameters", len(signal_model.bounds[0])))
-        n_times = int(n_times if n_times is not None else signal_model.n_contrasts)
-        self.n_times = n_times
+        n_params = int(signal_model.n_parameters)
+        self.n_times = n_times = int(n_times if n_times is not None else signal_model.n_contrasts)
         self.n_parameters = n_params
-        bounds = tuple(tuple(float(v) for v in b) for b in signal_model.bounds)
-        self.bounds = bounds
+        self.bounds = bounds = tuple(tuple(float(v) for v in b) for b in signal_model.bounds)
         # P_θ sees images divided by their RMS scale s, so parameters in arbitrary units (M0)
         # are predicted in units of s and multiplied back; physical ones (R1) stay absolute.
-        units = tuple(getattr(signal_model, "parameter_units", ("",) * n_params))
-        scaled = tuple(i for i, unit in enumerate(units) if unit == "a.u.")
+        scaled = tuple(i for i, unit in enumerate(signal_model.parameter_units) if unit == "a.u.")
         head_lower = tuple(-NETWORK_SCALED_BOUND if i in scaled else lo for i, lo in enumerate(bounds[0]))
         head_upper = tuple(NETWORK_SCALED_BOUND if i in scaled else hi for i, hi in enumerate(bounds[1]))
-        initial = getattr(signal_model, "initial_value", None)
-        if initial is not None:
-            initial = tuple(0.0 if i in scaled else float(v) for i, v in enumerate(initial))
+        initial = tuple(0.0 if i in scaled else float(v) for i, v in enumerate(signal_model.initial_value))
         self.parameter_net = ParameterNet(
             n_times=n_times,
             n_parameters=n_params,
             bounds=(head_lower, head_upper),
-            initial_value=initial,
+            initial_value=initial or None,
             scaled_parameters=scaled,
             features=cfg.parameter_features,
             max_iterations=cfg.n_iterations + 1,
@@ -135,28 +178,49 @@ class PINQI(nn.Module):
         )
         beta = cfg.softplus_beta
         iters = torch.arange(1, cfg.n_iterations + 1, dtype=torch.float64)
-        self.raw_lambda_p = nn.Parameter(torch.full((cfg.n_iterations,), _inverse_softplus(cfg.lambda_p, beta)))
-        self.raw_lambda_y = nn.Parameter(torch.full((cfg.n_iterations,), _inverse_softplus(cfg.lambda_y, beta)))
+        self.raw_lambda_p = nn.Parameter(torch.full((cfg.n_iterations,), inverse_softplus(cfg.lambda_p, beta)))
+        self.raw_lambda_y = nn.Parameter(torch.full((cfg.n_iterations,), inverse_softplus(cfg.lambda_y, beta)))
         self.raw_lambda_q = nn.Parameter(
             torch.tensor(
-                [_inverse_softplus(cfg.lambda_q_start + cfg.lambda_q_step * float(i), beta) for i in iters],
+                [inverse_softplus(cfg.lambda_q_start + cfg.lambda_q_step * float(i), beta) for i in iters],
             )
         )
         if cfg.fit_mode == "gradient-descent":
             # ablation (e): learned step sizes per iteration and step
-            self.raw_gd_steps = nn.Parameter(torch.full((cfg.n_iterations, cfg.gd_steps), _inverse_softplus(0.05, beta)))
+            self.raw_gd_steps = nn.Parameter(torch.full((cfg.n_iterations, cfg.gd_steps), inverse_softplus(0.05, beta)))
+        self._choose_ablation(cfg)
+
+    def _choose_ablation(self, cfg: PINQIConfig) -> None:
+        """Pick, once, the pieces of the two equations that the configuration's ablation changes."""
+        # data consistency: which priors pull y (ablation (a): no q(p); (b): no Y_θ)
+        terms: list[tuple[str, Callable[..., torch.Tensor]]] = []
+        if cfg.use_signal_model:
+            terms.append(("q", lambda q, p, y, i, priors: q(p)))
+        if cfg.use_image_regulariser:
+            terms.append(("y", lambda q, p, y, i, priors: priors.image(y, i)))
+        self._image_terms = tuple(terms)
+        # the fit (ablation (d) and (a): p = P_θ(y); (e): gradient descent; else the solver)
+        fits = cfg.use_signal_model and cfg.fit_mode != "none"
+        self._solve_fit = self._take_prior if not fits else (
+            self._gradient_descent if cfg.fit_mode == "gradient-descent" else self._nonlinear_fit
+        )
+        # ablation (c): no P_θ in the fit, λ_p = 0
+        learned = cfg.use_parameter_regulariser or not fits
+        self._parameter_prior = self._learned_parameter_prior if learned else self._no_parameter_prior
+        # ablation (f): Y_θ and P_θ evaluated once on y₀
+        self._priors = self._shared_priors if cfg.shared_regularisers else self._iteration_priors
 
     # -- regularisation strengths --------------------------------------------------------------
     def _softplus(self, raw: torch.Tensor) -> torch.Tensor:
         return F.softplus(raw, beta=self.config.softplus_beta)
 
-    def lambdas(self) -> dict[str, torch.Tensor]:
+    def lambdas(self) -> Lambdas:
         """The positive regularisation strengths ``(T,)`` of every iteration."""
-        return {
-            "lambda_p": self._softplus(self.raw_lambda_p),
-            "lambda_y": self._softplus(self.raw_lambda_y),
-            "lambda_q": self._softplus(self.raw_lambda_q),
-        }
+        return Lambdas(
+            p=self._softplus(self.raw_lambda_p),
+            y=self._softplus(self.raw_lambda_y),
+            q=self._softplus(self.raw_lambda_q),
+        )
 
     def lambda_parameters(self) -> list[nn.Parameter]:
         """The raw λ parameters (the optimiser gives them their own learning rate)."""
@@ -266,39 +330,42 @@ class PINQI(nn.Module):
         blend = (a * y0 + (1 - a) * images) / scale.view(-1, 1, 1, 1)
         return self.rescale_parameters(self.parameter_net(blend, 0), scale), scale
 
-    def _fit(
-        self,
-        q: Callable[[torch.Tensor], torch.Tensor],
-        y: torch.Tensor,
-        p_reg: torch.Tensor,
-        lam: torch.Tensor,
-        p_start: torch.Tensor,
-        iteration: int,
+    # -- the pieces the ablations choose between (see _choose_ablation) ------------------------
+    def _iteration_priors(self, y0: torch.Tensor, p0: torch.Tensor) -> _Priors:
+        return _Priors(image=self.image_net, parameters=self.parameter_net)
+
+    def _shared_priors(self, y0: torch.Tensor, p0: torch.Tensor) -> _Priors:
+        y_reg = self.image_net(y0, 0) if self.image_net is not None else None
+        return _Priors(image=None if y_reg is None else (lambda y, i: y_reg), parameters=lambda y, i: p0)
+
+    def _learned_parameter_prior(
+        self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return priors.parameters(y, i), lam_p
+
+    def _no_parameter_prior(
+        self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros_like(p), torch.zeros((), dtype=p.dtype, device=p.device)
+
+    def _take_prior(
+        self, q: SignalModel, y: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, i: int
     ) -> torch.Tensor:
+        """Ablations (a) and (d): no fit, p = P_θ(y)."""
+        return p_reg
+
+    def _nonlinear_fit(
+        self, q: SignalModel, y: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, i: int
+    ) -> torch.Tensor:
+        """The paper's fit: pixel-wise solver from ``p``, implicit (or unrolled) backward."""
         cfg = self.config
-        if cfg.fit_mode == "gradient-descent":
-            return self._gradient_descent(q, y, p_reg, lam, p_start, iteration)
         return nonlinear_fit(
-            q,
-            y,
-            p_reg,
-            lam,
-            p0=p_start,
-            bounds=self.bounds,
-            solver=cfg.fit_solver,
-            implicit=cfg.fit_mode == "implicit",
-            max_iter=cfg.fit_max_iter,
-            tol=cfg.fit_tol,
-        )
+            q, y, p_reg, lam, p0=p, bounds=self.bounds, solver=cfg.fit_solver, implicit=cfg.fit_mode == "implicit",
+            max_iter=cfg.fit_max_iter, tol=cfg.fit_tol,
+        )  # fmt: skip
 
     def _gradient_descent(
-        self,
-        q: Callable[[torch.Tensor], torch.Tensor],
-        y: torch.Tensor,
-        p_reg: torch.Tensor,
-        lam: torch.Tensor,
-        p: torch.Tensor,
-        iteration: int,
+        self, q: SignalModel, y: torch.Tensor, p_reg: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, iteration: int
     ) -> torch.Tensor:
         """Ablation (e): learned-step gradient descent on the fit objective, differentiated by autograd."""
         steps = self._softplus(self.raw_gd_steps[iteration - 1])
@@ -327,7 +394,7 @@ class PINQI(nn.Module):
         *,
         trajectory: torch.Tensor | None = None,
         density: torch.Tensor | None = None,
-        signal_model: nn.Module | None = None,
+        signal_model: SignalModel | None = None,
     ) -> PINQIOutput:
         """Reconstruct parameter maps from undersampled multi-coil k-space.
 
@@ -362,39 +429,21 @@ class PINQI(nn.Module):
         operator = self.operator(csm, mask, trajectory, density)
         q = signal_model if signal_model is not None else self.signal_model
         cfg = self.config
-        lambdas = self.lambdas()
+        lam = self.lambdas()
 
         y0 = self.initial_image(operator, kspace)
         scale = self.data_scale(y0)
-        s = scale.view(-1, *([1] * (kspace.ndim - 1))).to(kspace.dtype)
-        kspace, y = kspace / s, y0 / scale.view(-1, 1, 1, 1)
+        kspace, y = kspace / scale.view(-1, *([1] * (kspace.ndim - 1))).to(kspace.dtype), y0 / scale.view(-1, 1, 1, 1)
         p = self.parameter_net(y, 0)
+        priors = self._priors(y, p)
         images, parameters = [y], [p]
-        shared_y_reg = shared_p_reg = None
-        if cfg.shared_regularisers:
-            shared_y_reg = self.image_net(y, 0) if self.image_net is not None else None
-            shared_p_reg = p
-
         for i in range(1, cfg.n_iterations + 1):
-            regs: list[tuple[torch.Tensor, torch.Tensor]] = []
-            if cfg.use_signal_model:
-                regs.append((lambdas["lambda_q"][i - 1], q(p)))
-            if self.image_net is not None:
-                y_reg = shared_y_reg if shared_y_reg is not None else self.image_net(y, i)
-                regs.append((lambdas["lambda_y"][i - 1], y_reg))
-            y = data_consistency(
-                operator, kspace, regs, x0=y.detach(), tol=cfg.cg_tol, max_iter=cfg.cg_max_iter
-            )
-            if cfg.use_parameter_regulariser or not cfg.use_signal_model or cfg.fit_mode == "none":
-                p_reg = shared_p_reg if shared_p_reg is not None else self.parameter_net(y, i)
-                lam_p = lambdas["lambda_p"][i - 1]
-            else:
-                p_reg = torch.zeros_like(p)
-                lam_p = torch.zeros((), dtype=p.dtype, device=p.device)
-            if not cfg.use_signal_model or cfg.fit_mode == "none":
-                p = p_reg
-            else:
-                p = self._fit(q, y, p_reg, lam_p, p, i)
+            # (1) y_i = argmin_y ||A y − k||² + λ_q ||y − q(p_{i−1})||² + λ_y ||y − Y_θ(y_{i−1})||²
+            terms = [(getattr(lam, name)[i - 1], term(q, p, y, i, priors)) for name, term in self._image_terms]
+            y = data_consistency(operator, kspace, terms, x0=y.detach(), tol=cfg.cg_tol, max_iter=cfg.cg_max_iter)
+            # (2) p_i = argmin_p ||q(p) − y_i||² + λ_p ||p − P_θ(y_i)||²
+            p_reg, lam_p = self._parameter_prior(priors, y, i, lam.p[i - 1], p)
+            p = self._solve_fit(q, y, p_reg, lam_p, p, i)
             images.append(y)
             parameters.append(p)
         image_scale = scale.view(-1, 1, 1, 1)

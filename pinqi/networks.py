@@ -1,6 +1,6 @@
 """The PINQI regularising networks: a conditioned residual U-Net, ``P_θ`` and ``Y_θ``.
 
-Architecture (paper, section III-B; building blocks and their choices in :mod:`pinqi.unet_blocks`)
+Architecture (paper, section III-B; building blocks and their choices in :mod:`pinqi.common.unet`)
 * One residual block per level: two 3x3 convolutions, each followed by GroupNorm (16 channels per
   group) and SiLU, FiLM after the first convolution's norm, a 1x1 convolution on the skip path when
   the channel count changes, and a ReZero-like gate (1e-3 at start) on the convolutional path.
@@ -54,18 +54,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from pinqi.unet_blocks import UNet, iteration_indices
+from .common.bounded import BoundedMap
+from .common.unet import UNet, iteration_indices
 
-__all__ = ["UNet", "ParameterNet", "ImageNet", "count_parameters"]
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable (``requires_grad``) scalar parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+__all__ = ["UNet", "ParameterNet", "ImageNet"]
 
 
 def _complex_dtype(real: torch.dtype) -> torch.dtype:
@@ -81,10 +76,6 @@ def _check_images(images: torch.Tensor, n_times: int | None = None) -> None:
     if images.ndim != 4 or (n_times is not None and images.shape[1] != n_times):
         expected = "T" if n_times is None else f"T = {n_times}"
         raise ValueError(f"images must have shape (B, T, Y, X) with {expected}; got {tuple(images.shape)}")
-
-
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 class _ImageConditionedNet(nn.Module):
@@ -195,6 +186,7 @@ class ParameterNet(_ImageConditionedNet):
             raise ValueError(f"scaled_parameters must be indices in [0, {n_parameters}); got {list(scaled_parameters)}")
         self.n_times, self.n_parameters = n_times, n_parameters
         self.lower, self.upper, self.scaled_parameters = lower, upper, tuple(scaled)
+        self.head_map = BoundedMap(lower, upper)
         self.unet = UNet(
             2 * n_times + int(iteration_channel), n_parameters, features,
             n_iterations_embed=max_iterations if film else None, embed_dim=embed_dim, layout="2d",
@@ -208,37 +200,14 @@ class ParameterNet(_ImageConditionedNet):
     def _initial_bias(self, initial_value: Sequence[float] | None) -> list[float]:
         if initial_value is not None and len(initial_value) != self.n_parameters:
             raise ValueError(f"initial_value must have {self.n_parameters} entries; got {len(initial_value)}")
-        bias = []
-        for i, (lo, hi) in enumerate(zip(self.lower, self.upper)):
-            value = None if initial_value is None else float(initial_value[i])
-            if value is not None and not lo < value < hi:
-                raise ValueError(f"initial_value[{i}] = {value} must lie strictly inside ({lo}, {hi})")
-            if math.isfinite(lo) and math.isfinite(hi):
-                fraction = 0.5 if value is None else (value - lo) / (hi - lo)
-                bias.append(math.log(fraction / (1 - fraction)))
-            elif math.isfinite(lo):
-                bias.append(0.0 if value is None else _inverse_softplus(value - lo))
-            elif math.isfinite(hi):
-                bias.append(0.0 if value is None else -_inverse_softplus(hi - value))
-            else:
-                bias.append(0.0 if value is None else value)
-        return bias
+        if initial_value is None:
+            return [0.0] * self.n_parameters
+        return [self.head_map.raw_value(float(v), i) for i, v in enumerate(initial_value)]
 
     def _bounded(self, raw: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-        maps = []
-        for i, (lo, hi) in enumerate(zip(self.lower, self.upper)):
-            r = raw[:, i]
-            if math.isfinite(lo) and math.isfinite(hi):
-                m = lo + (hi - lo) * torch.sigmoid(r)
-            elif math.isfinite(lo):
-                m = lo + F.softplus(r)
-            elif math.isfinite(hi):
-                m = hi - F.softplus(-r)
-            else:
-                m = r
-            if scale is not None and i in self.scaled_parameters:
-                m = m * scale.view(-1, 1, 1)
-            maps.append(m)
+        maps = self.head_map.columns(raw)
+        if scale is not None:
+            maps = [m * scale.view(-1, 1, 1) if i in self.scaled_parameters else m for i, m in enumerate(maps)]
         return torch.stack(maps, 1)
 
     def forward(self, images: torch.Tensor, iteration: int | torch.Tensor) -> torch.Tensor:

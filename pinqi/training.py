@@ -12,67 +12,31 @@ process takes every N-th sample of the global batch (gloo on CPU, nccl on GPU).
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
-import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import default_collate
-from tqdm import tqdm
 
 from simulation import SaturationRecovery, T1MappingDataset, load_anatomy
 
-from .checkpoint import config_json, load_checkpoint, save_checkpoint, write_text_atomic
+from .common.checkpoint import config_json, load_checkpoint, save_checkpoint
+from .common.distributed import DistributedContext, init_distributed
+from .common.seeding import seeded
+from .common.trainer import TrainerBase, learning_rate_factor
+from .config import TrainConfig
 from .losses import in_scale_units, masked_mse, pinqi_loss
 from .metrics import nrmse
 from .model import PINQI
-from .training_config import TrainConfig
 
-log = logging.getLogger("pinqi")
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["Trainer", "build_model", "build_dataset", "build_validation_set", "build_optimizer", "compute_loss",
+           "load_pinqi", "SHIPPED_MODEL", "BEST_NAME"]
+
 BEST_NAME = "best.pt"
-LOG_NAME = "train_log.jsonl"
-
-
-@dataclass
-class DistributedContext:
-    """Rank and world size of this process (1 process when not launched by torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistributedContext:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        return DistributedContext(device=device)
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    rank = dist.get_rank()
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    return DistributedContext(rank=rank, world_size=dist.get_world_size(), device=device)
 
 
 def build_model(config: TrainConfig) -> PINQI:
@@ -82,9 +46,7 @@ def build_model(config: TrainConfig) -> PINQI:
     RNG is left as it was.
     """
     times = torch.tensor(config.times, dtype=torch.float32)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return PINQI(SaturationRecovery(times), config.model)
+    return seeded(config.seed, lambda: PINQI(SaturationRecovery(times), config.model))
 
 
 def build_dataset(config: TrainConfig, split: str = "train", length: int | None = None) -> T1MappingDataset:
@@ -126,14 +88,6 @@ def build_validation_set(config: TrainConfig) -> list[dict[str, torch.Tensor]]:
         global_phase=config.global_phase,
     )
     return [dataset[i] for i in range(len(dataset))]
-
-
-def learning_rate_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def build_optimizer(model: PINQI, config: TrainConfig) -> torch.optim.AdamW:
@@ -199,15 +153,15 @@ def _allreduce_gradients(model: nn.Module, ctx: DistributedContext) -> None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
 
 
-class Trainer:
-    """Runs (or resumes) one training run into ``out_dir``.
+class Trainer(TrainerBase):
+    """Runs (or resumes) one PINQI training run into ``out_dir`` (see :mod:`pinqi.common.trainer`).
 
     Parameters
     ----------
     config
         The run's configuration (stored in every checkpoint).
     out_dir
-        Receives ``checkpoint.pt`` and ``train_log.jsonl``.
+        Receives ``checkpoint.pt``, ``train_log.jsonl`` and (with validation) ``best.pt``.
     resume
         Continue from ``out_dir/checkpoint.pt`` when it exists; its configuration must equal
         ``config``.
@@ -218,6 +172,10 @@ class Trainer:
         ``resume``, such a folder is refused so that no run is lost by accident).
     """
 
+    kind: ClassVar[str] = "pinqi"
+    config_type = TrainConfig
+    config: TrainConfig
+
     def __init__(
         self,
         config: TrainConfig,
@@ -226,16 +184,7 @@ class Trainer:
         progress: bool = True,
         overwrite: bool = False,
     ) -> None:
-        self.config = config
-        self.out_dir = Path(out_dir)
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"output folder {self.out_dir} exists and is not a folder")
-        existing = (self.out_dir / CHECKPOINT_NAME).is_file()
-        if existing and not resume and not overwrite:
-            raise ValueError(
-                f"{self.out_dir} already holds a checkpoint; pass --resume to continue it or --overwrite to start afresh"
-            )
-        self.ctx = init_distributed()
+        self._open_run_folder(config, out_dir, resume, overwrite, progress, init_distributed())
         self.model = build_model(config).to(self.ctx.device)
         self.optimizer = build_optimizer(self.model, config)
         total = config.steps + config.pretrain_steps
@@ -244,15 +193,8 @@ class Trainer:
         )
         self.dataset = build_dataset(config)
         self.validation_set = build_validation_set(config) if config.validation_every > 0 else []
-        self.step = 0
-        self.skipped = 0
         self.best_validation = math.inf
-        self.progress = progress and self.ctx.is_main
-        if resume and existing:
-            self._restore(self.out_dir / CHECKPOINT_NAME)
-        elif overwrite and self.ctx.is_main:
-            for name in (CHECKPOINT_NAME, LOG_NAME, BEST_NAME):
-                (self.out_dir / name).unlink(missing_ok=True)
+        self._start(extra_files=(BEST_NAME,))
         self.wrapped: nn.Module = self.model
         if self.ctx.world_size > 1:
             self.wrapped = DistributedDataParallel(self.model, find_unused_parameters=_has_unused_parameters(config))
@@ -261,65 +203,30 @@ class Trainer:
     def total_steps(self) -> int:
         return self.config.steps + self.config.pretrain_steps
 
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": "pinqi",
-            "config": config_json(self.config),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-            "skipped": self.skipped,
-            "best_validation": self.best_validation,
-            "torch_rng": torch.get_rng_state(),
-        }
+    # -- the task ------------------------------------------------------------------------------
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        samples = [self.dataset[i] for i in _batch_indices(step, self.config, self.ctx)]
+        return _to_device(default_collate(samples), self.ctx.device)
 
-    def save(self) -> None:
-        if self.ctx.is_main:
-            save_checkpoint(self.out_dir / CHECKPOINT_NAME, self.state())
-        if self.ctx.world_size > 1:
-            dist.barrier()
+    def loss(self, step: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return compute_loss(self.wrapped, batch, step, self.config)
 
-    def _restore(self, path: Path) -> None:
-        payload = load_checkpoint(path, kind="pinqi")
-        stored = TrainConfig.from_dict(json.loads(payload["config"]))
-        if stored != self.config:
-            raise ValueError(
-                f"{path} was written with a different configuration; resume with the same preset/config "
-                f"or start a new output directory (stored: {stored}, requested: {self.config})"
-            )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.step = int(payload["step"])
-        self.skipped = int(payload["skipped"])
+    def phase(self, step: int) -> str:
+        return "pretrain" if step < self.config.pretrain_steps else "train"
+
+    def record_extras(self) -> dict[str, Any]:
+        return self.model.lambdas().as_lists()
+
+    def after_backward(self, step: int) -> None:
+        if step < self.config.pretrain_steps:
+            _allreduce_gradients(self.model, self.ctx)
+
+    def state_extras(self) -> dict[str, Any]:
+        return {"best_validation": self.best_validation, "torch_rng": torch.get_rng_state()}
+
+    def restore_extras(self, payload: dict[str, Any]) -> None:
         self.best_validation = float(payload.get("best_validation", math.inf))
         torch.set_rng_state(payload["torch_rng"])
-        self._truncate_log(self.step)
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines of steps after the checkpoint (they are about to be redone).
-
-        A truncated last line (a run killed while writing it) is dropped; the log is rewritten
-        atomically.
-        """
-        path = self.out_dir / LOG_NAME
-        if not self.ctx.is_main or not path.is_file():
-            return
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = []
-        for number, line in enumerate(lines):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines) - 1:
-                    log.warning("%s: dropped a truncated last line", path)
-                    continue
-                raise ValueError(f"{path}: line {number + 1} is not JSON; the log is damaged") from None
-            if record.get("step", step) < step:
-                kept.append(line)
-        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def initialise_from(self, path: str | Path) -> None:
         """Copy the model weights of another PINQI checkpoint (same architecture) before step 0."""
@@ -330,6 +237,14 @@ class Trainer:
             raise ValueError(f"{path}: its weights do not fit this configuration's networks: {error}") from error
 
     # -- validation ----------------------------------------------------------------------------
+    def after_step(self, record: dict[str, Any]) -> None:
+        """Every ``validation_every`` steps and at the end: log the validation T1 nRMSE, keep the best."""
+        every = self.config.validation_every
+        if every and (self.step % every == 0 or self.step == self.total_steps) and self.ctx.is_main:
+            record["val_t1_nrmse"] = self.validate()
+            if record["val_t1_nrmse"] < self.best_validation:
+                self._save_best(record["val_t1_nrmse"])
+
     def validate(self) -> float:
         """Mean T1 nRMSE inside the brain over the validation samples (the model's own eval mode)."""
         was_training = self.model.training
@@ -353,87 +268,6 @@ class Trainer:
              "step": self.step, "validation_t1_nrmse": value},
         )
 
-    # -- loop ----------------------------------------------------------------------------------
-    def batches(self) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-        for step in range(self.step, self.total_steps):
-            samples = [self.dataset[i] for i in _batch_indices(step, self.config, self.ctx)]
-            yield step, _to_device(default_collate(samples), self.ctx.device)
-
-    def train_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One optimiser step; non-finite data, loss or gradient skip it (counted)."""
-        self.model.train()
-        started = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        bad = [k for k, v in batch.items() if v.is_floating_point() or v.is_complex() if not bool(torch.isfinite(v).all())]
-        if bad:
-            loss = torch.tensor(float("nan"), device=self.ctx.device)
-            log.warning("step %d: non-finite values in the batch's %s", step, ", ".join(bad))
-        else:
-            loss = compute_loss(self.wrapped, batch, step, self.config)
-        # the mean over processes is what an equivalent single-process run computes, and every
-        # process must take the same skip decision
-        mean_loss = loss.detach().clone()
-        if self.ctx.world_size > 1:
-            dist.all_reduce(mean_loss, op=dist.ReduceOp.AVG)
-        finite = bool(torch.isfinite(mean_loss))
-        grad_norm = float("nan")
-        if finite:
-            loss.backward()
-            if step < self.config.pretrain_steps:
-                _allreduce_gradients(self.model, self.ctx)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
-            finite = math.isfinite(grad_norm)
-        if finite:
-            self.optimizer.step()
-        else:
-            self.skipped += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", step, self.skipped)
-        with warnings.catch_warnings():
-            # a skipped first step calls the scheduler before any optimizer.step(): intended
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            self.scheduler.step()
-        lambdas = {k: v.detach().cpu().tolist() for k, v in self.model.lambdas().items()}
-        return {
-            "step": step,
-            "phase": "pretrain" if step < self.config.pretrain_steps else "train",
-            "loss": float(mean_loss),
-            "grad_norm": grad_norm,
-            "lr": self.scheduler.get_last_lr()[0],
-            "skipped": self.skipped,
-            "seconds": time.perf_counter() - started,
-            **lambdas,
-        }
-
-    def run(self, stop_after: int | None = None) -> list[dict[str, Any]]:
-        """Train to the end (or for ``stop_after`` more steps); returns this call's log records."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        records: list[dict[str, Any]] = []
-        remaining = self.total_steps - self.step if stop_after is None else stop_after
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc="train")
-        for step, batch in self.batches():
-            if len(records) >= remaining:
-                break
-            record = self.train_step(step, batch)
-            self.step = step + 1
-            records.append(record)
-            every = self.config.validation_every
-            if every and (self.step % every == 0 or self.step == self.total_steps) and self.ctx.is_main:
-                record["val_t1_nrmse"] = self.validate()
-                if record["val_t1_nrmse"] < self.best_validation:
-                    self._save_best(record["val_t1_nrmse"])
-            if self.ctx.is_main:
-                with open(self.out_dir / LOG_NAME, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4g}")
-            if self.step % self.config.checkpoint_every == 0 or self.step == self.total_steps:
-                self.save()
-        bar.close()
-        if records and self.step % self.config.checkpoint_every != 0 and self.step != self.total_steps:
-            self.save()
-        return records
-
 
 SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / "pinqi_t1.pt"
 
@@ -442,7 +276,7 @@ def load_pinqi(path: str | Path | None = None, map_location: str | torch.device 
     """A trained PINQI in eval mode, from a checkpoint or (``path=None``) the shipped model.
 
     The training configuration is attached as ``model.train_config``
-    (:class:`~pinqi.training_config.TrainConfig`); the saturation times the model was trained
+    (:class:`~pinqi.config.TrainConfig`); the saturation times the model was trained
     with are ``model.train_config.times`` [s].
     """
     path = SHIPPED_MODEL if path is None else Path(path)

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .anatomy import SPLITS, Anatomy
+from .anatomy_base import SPLITS, Anatomy
 
 __all__ = [
     "download_brainweb", "load_brainweb", "brainweb_url", "default_cache_dir", "BrainWebDownloadError",

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .anatomy import SPLITS, Anatomy
+from .anatomy_base import SPLITS, Anatomy
 
 __all__ = ["load_mni152", "mni152_files", "split_slices", "TEST_SLABS", "VAL_SLABS", "SPLIT_GAP"]
 

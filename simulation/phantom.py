@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .anatomy import SPLITS, Anatomy
+from .anatomy_base import SPLITS, Anatomy
 
 __all__ = ["phantom_anatomy"]
 

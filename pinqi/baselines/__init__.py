@@ -34,7 +34,6 @@ _PUBLIC = {
     "r1_to_t1": "common",
     "t1_to_r1": "common",
     "weighted_map_mse": "common",
-    "count_parameters": "common",
 }
 __all__ = sorted(_PUBLIC)
 

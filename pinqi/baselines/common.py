@@ -34,8 +34,6 @@ __all__ = [
     "batch_item",
     "pad_to_multiple",
     "crop_padding",
-    "inverse_softplus",
-    "count_parameters",
     "MapUNet",
     "complex_to_channels",
     "channels_to_complex",
@@ -259,18 +257,6 @@ def crop_padding(x: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.T
     """Undo :func:`pad_to_multiple` on the last two dimensions."""
     left, right, top, bottom = padding
     return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
-
-
-def inverse_softplus(value: float, beta: float = 1.0) -> float:
-    """The ``z`` with ``softplus_β(z) = value`` (value > 0)."""
-    if value <= 0:
-        raise ValueError(f"softplus only reaches positive values; got {value}")
-    return math.log(math.expm1(beta * value)) / beta
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters of ``module`` (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 class _DoubleConv(nn.Sequential):

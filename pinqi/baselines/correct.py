@@ -31,11 +31,11 @@ from torch import nn
 
 from operators import MultiCoilCartesianOp
 
+from ..common.bounded import inverse_softplus
 from .common import (
     MapUNet,
     batch_item,
     check_kspace_inputs,
-    inverse_softplus,
     magnitude_scale,
     weighted_map_mse,
 )

@@ -42,13 +42,13 @@ from torch import nn
 from operators import MultiCoilCartesianOp
 from solvers.data_consistency import data_consistency
 
+from ..common.bounded import inverse_softplus
 from .common import (
     MapUNet,
     batch_item,
     channels_to_complex,
     check_kspace_inputs,
     complex_to_channels,
-    inverse_softplus,
     magnitude_scale,
     magnitude_to_params,
     params_to_magnitude,

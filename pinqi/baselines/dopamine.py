@@ -38,7 +38,8 @@ from torch import nn
 from operators import MultiCoilCartesianOp
 
 from ..networks import ParameterNet
-from .common import batch_item, check_kspace_inputs, inverse_softplus, magnitude_scale, weighted_map_mse
+from ..common.bounded import inverse_softplus
+from .common import batch_item, check_kspace_inputs, magnitude_scale, weighted_map_mse
 
 __all__ = ["DOPAMINE", "dopamine_loss", "dopamine_train_step"]
 

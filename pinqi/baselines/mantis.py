@@ -42,11 +42,11 @@ from torch import nn
 
 from operators import LinearOperator, MultiCoilCartesianOp
 
+from ..common.bounded import inverse_softplus
 from .common import (
     batch_item,
     check_kspace_inputs,
     crop_padding,
-    inverse_softplus,
     magnitude_scale,
     magnitude_to_params,
     pad_to_multiple,

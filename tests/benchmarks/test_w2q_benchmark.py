@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import default_collate
 
 from benchmarks import w2q as bench
-from pinqi.w2q_training import W2QTrainer, load_w2q, load_w2q_config
+from pinqi.w2q.config import load_w2q_config
+from pinqi.w2q.training import W2QTrainer, load_w2q
 from simulation import load_anatomy
 from simulation.weighted_dataset import ProtocolRanges, WeightedImageDataset
 

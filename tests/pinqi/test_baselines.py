@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from operators import MultiCoilCartesianOp
+from pinqi.common.modules import count_parameters
 from pinqi.baselines import (
     DeepT1,
     MANTIS,
@@ -15,7 +16,6 @@ from pinqi.baselines import (
     cg_sense,
     cg_sense_fit,
     coil_combine,
-    count_parameters,
     deept1_image_loss,
     deept1_map_loss,
     deept1_train_step,

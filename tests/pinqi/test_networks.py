@@ -1,4 +1,4 @@
-"""Tests of the PINQI networks (pinqi.networks, pinqi.unet_blocks)."""
+"""Tests of the PINQI networks (pinqi.networks, pinqi.common.unet)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
-from pinqi.networks import ImageNet, ParameterNet, UNet, count_parameters
-from pinqi.factorised_conv import FactorisedConv3d
-from pinqi.unet_blocks import FiLM, ResidualBlock, num_groups
+from pinqi.common.bounded import BoundedMap
+from pinqi.common.factorised_conv import FactorisedConv3d
+from pinqi.common.modules import count_parameters
+from pinqi.common.unet import FiLM, ResidualBlock, num_groups
+from pinqi.networks import ImageNet, ParameterNet, UNet
 
 TINY = (4, 8)
 
@@ -126,7 +128,7 @@ def test_bounded_head_respects_bounds_and_initial_value():
     pnet = ParameterNet(2, 4, features=TINY, bounds=(lower, upper), head_std=0.5)
     _perturb(pnet, std=1.0)
     unbounded = copy.deepcopy(pnet)
-    unbounded.lower, unbounded.upper = [-math.inf] * 4, [math.inf] * 4
+    unbounded.head_map = BoundedMap([-math.inf] * 4, [math.inf] * 4)
     x = _images((2, 2, 12, 12), scale=100.0)
     with torch.no_grad():
         p, raw = pnet(x, 0), unbounded(x, 0)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinqi.checkpoint import load_checkpoint, save_checkpoint
-from pinqi.training import Trainer, build_model, learning_rate_factor, load_pinqi
-from pinqi.training_config import TrainConfig, load_train_config, micro_preset
+from pinqi.common.checkpoint import load_checkpoint, save_checkpoint
+from pinqi.common.trainer import learning_rate_factor
+from pinqi.config import TrainConfig, load_train_config, micro_preset
+from pinqi.training import Trainer, build_model, load_pinqi
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,19 +10,15 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from pinqi.w2q import W2Q, W2QConfig, MultiContrastSignal, LOG_BOUNDS, from_log_maps, to_log_maps, protocol_features
-from pinqi.w2q_networks import MAP_LOWER, MAP_UPPER, maps_from_raw, raw_from_maps
-from pinqi.w2q_scale import WM_REFERENCE, fit_scale, normalise_images, white_matter_reference
-from pinqi.w2q_training import (
-    BandedProtocolDataset,
-    W2QTrainer,
-    build_dataset,
-    contrast_availability,
-    load_w2q,
-    load_w2q_config,
-    map_metrics,
-    phase_factor,
-)
+from pinqi.metrics import map_metrics
+from pinqi.w2q.config import W2QConfig, load_w2q_config
+from pinqi.w2q.data import BandedProtocolDataset, build_dataset, contrast_availability
+from pinqi.w2q.model import LOG_BOUNDS, W2Q, from_log_maps, to_log_maps
+from pinqi.w2q.networks import MAP_LOWER, MAP_UPPER, maps_from_raw, raw_from_maps
+from pinqi.w2q.protocols import PARAMETERS
+from pinqi.w2q.scale import WM_REFERENCE, fit_scale, normalise_images, white_matter_reference
+from pinqi.w2q.signal import MultiContrastSignal, protocol_features
+from pinqi.w2q.training import W2QTrainer, load_w2q, phase_factor
 from simulation import load_anatomy
 from solvers.nonlinear_fit import nonlinear_fit
 
@@ -265,7 +261,7 @@ def test_map_metrics() -> None:
     target = torch.full((1, 3, 4, 4), 2.0)
     pred = target * 1.1
     mask = torch.ones(1, 4, 4, dtype=torch.bool)
-    m = map_metrics(pred, target, mask)
+    m = map_metrics(pred, target, mask, PARAMETERS)
     assert m["t1"]["mpe"] == pytest.approx(10.0) and m["t1"]["mape"] == pytest.approx(10.0)
     assert m["pd"]["mae"] == pytest.approx(0.2) and m["t2"]["psnr"] == pytest.approx(20.0)
 

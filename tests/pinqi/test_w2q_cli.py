@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pinqi.checkpoint import save_checkpoint
-from pinqi.w2q import W2Q, MultiContrastSignal
-from pinqi.w2q_cli import SHIPPED_WEIGHTS, read_protocol, run_map
-from pinqi.w2q_training import load_w2q_config
+from pinqi.cli.map import SHIPPED_WEIGHTS, read_protocol, run_map
+from pinqi.common.checkpoint import save_checkpoint
+from pinqi.w2q.config import load_w2q_config
+from pinqi.w2q.model import W2Q
+from pinqi.w2q.signal import MultiContrastSignal
 
 SHAPE = (16, 16, 2)
 # an oblique-free but flipped (LPS-like) affine with 2 mm voxels: exercises the RAS reorientation

@@ -1,4 +1,4 @@
-"""Implementations of the ``pinqi`` sub-commands (argument parsing lives in :mod:`pinqi.cli`)."""
+"""The ``pinqi`` sub-commands simulate, train, evaluate and demo (the parser lives in :mod:`pinqi.cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .cli import print_table
+from .tables import print_table
 
 
 # -- simulate ----------------------------------------------------------------------------------
@@ -96,12 +96,12 @@ def simulate(args: argparse.Namespace) -> None:
 # -- train -------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> None:
     if args.task == "w2q":
-        from .w2q_training import train_w2q
+        from ..w2q.training import train_w2q
 
         train_w2q(args)
         return
-    from .training import Trainer
-    from .training_config import load_train_config
+    from ..config import load_train_config
+    from ..training import Trainer
 
     config = load_train_config(args.preset, args.config)
     if args.steps is not None:
@@ -127,7 +127,7 @@ def evaluation_methods(model: Any, times: torch.Tensor, baselines: list[str]) ->
     """Method name -> callable(batch) -> parameters (B, 3, Y, X)."""
     from simulation import SaturationRecovery
 
-    from .baselines.classical import cg_sense_fit, zero_filled_fit
+    from ..baselines.classical import cg_sense_fit, zero_filled_fit
 
     q = SaturationRecovery(times)
     methods: dict[str, Any] = {}
@@ -150,8 +150,8 @@ def run_evaluation(
     """Evaluate PINQI (when ``checkpoint`` is given) and baselines; writes metrics.json and a figure."""
     from simulation.h5io import read_t1_dataset_h5
 
-    from .evaluation import evaluate_method, save_map_figure, write_json
-    from .training import load_pinqi
+    from ..evaluation import evaluate_method, save_map_figure, write_json
+    from ..training import load_pinqi
 
     data = read_t1_dataset_h5(data_path)
     times = data["times"][0] if data["times"].ndim == 2 else data["times"]
@@ -209,8 +209,8 @@ DEMO_STEPS = 150
 
 def demo(args: argparse.Namespace) -> None:
     """Simulate a small test set, train the cpu preset briefly, evaluate against CG-SENSE + fit."""
-    from .training import Trainer
-    from .training_config import cpu_preset
+    from ..config import cpu_preset
+    from ..training import Trainer
 
     out: Path = args.out
     started = time.perf_counter()
@@ -230,11 +230,3 @@ def demo(args: argparse.Namespace) -> None:
     print("[3/3] evaluating PINQI against CG-SENSE + pixel-wise fit ...")
     run_evaluation(out / "train" / "checkpoint.pt", test_path, out / "evaluation", ["cg-sense"])
     print(f"done in {time.perf_counter() - started:.0f} s; T1 maps: {out / 'evaluation' / 'maps.png'}")
-
-
-# -- map (W2Q) ---------------------------------------------------------------------------------
-def map_images(args: argparse.Namespace) -> None:
-    from .w2q_cli import run_map
-
-    run_map(args)
-

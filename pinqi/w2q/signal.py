@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulation.weighted_dataset import CONTRASTS, SEQUENCE_TYPES
 from simulation.weighted_models import FLAIR, SpinEcho, SpoiledGRE, WeightedSignalModel
 
-__all__ = ["MultiContrastSignal", "protocol_features", "check_protocol", "N_PROTOCOL_FEATURES"]
+from .protocols import CONTRASTS, SEQUENCE_TYPES, check_protocol
+
+__all__ = ["MultiContrastSignal", "protocol_features", "N_PROTOCOL_FEATURES"]
 
 #: Canonical (T1 [s], T2 [s]) of white matter, grey matter and CSF (middles of the simulated ranges).
 _TISSUES = ((1.15, 0.08), (1.6, 0.1), (3.0, 1.65))
@@ -72,19 +73,6 @@ class MultiContrastSignal(nn.Module):
                 img = img.index_copy(0, idx, model(p.index_select(0, idx)))
             out.append(img)
         return torch.cat(out, 1)
-
-
-def check_protocol(sequence_params: torch.Tensor, sequence_types: torch.Tensor) -> None:
-    if not isinstance(sequence_params, torch.Tensor) or sequence_params.ndim != 3 or sequence_params.shape[-1] != 4:
-        got = tuple(sequence_params.shape) if isinstance(sequence_params, torch.Tensor) else type(sequence_params).__name__
-        raise ValueError(f"sequence_params must have shape (B, T, 4) = (TR [s], TE [s], TI [s], FA [deg]); got {got}")
-    if not isinstance(sequence_types, torch.Tensor) or sequence_types.shape != sequence_params.shape[:2]:
-        got = tuple(sequence_types.shape) if isinstance(sequence_types, torch.Tensor) else type(sequence_types).__name__
-        raise ValueError(f"sequence_types must have shape (B, T) = {tuple(sequence_params.shape[:2])}; got {got}")
-    if sequence_types.is_floating_point() or sequence_types.is_complex():
-        raise TypeError(f"sequence_types must be an integer tensor of ids into {SEQUENCE_TYPES}; got {sequence_types.dtype}")
-    if sequence_types.numel() and not bool(((sequence_types >= 0) & (sequence_types < len(SEQUENCE_TYPES))).all()):
-        raise ValueError(f"sequence_types must be ids in [0, {len(SEQUENCE_TYPES)}) for {SEQUENCE_TYPES}; got {sequence_types.tolist()}")
 
 
 def protocol_features(sequence_params: torch.Tensor, sequence_types: torch.Tensor,

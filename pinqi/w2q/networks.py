@@ -3,11 +3,11 @@
 Architecture (:class:`W2QNet`)
 ------------------------------
 * **Protocol embedding** (:class:`ProtocolEmbedding`): each contrast's protocol features
-  ``(B, T, F)`` (see :func:`pinqi.w2q.protocol_features`: log TR, log TE, TI, flip angle,
+  ``(B, T, F)`` (see :func:`pinqi.w2q.signal.protocol_features`: log TR, log TE, TI, flip angle,
   sequence type and the log signals of canonical tissues under that protocol) pass through a
   two-layer MLP to a vector ``e_c`` of size ``embed_dim``.
 * **One encoder per contrast** (:class:`ContrastEncoder`): residual blocks
-  (:class:`~pinqi.unet_blocks.ResidualBlock`) on (normalised image, brain mask), 2x2 max-pooling
+  (:class:`~pinqi.common.unet.ResidualBlock`) on (normalised image, brain mask), 2x2 max-pooling
   between levels, and FiLM conditioning on ``e_c`` in *every* level — the protocol modulates the
   features everywhere.
 * **Fusion** (:func:`fuse`): per level, the mean and the maximum over the *available* contrasts
@@ -22,25 +22,26 @@ Architecture (:class:`W2QNet`)
   ``raw_from_maps(p_fit)``, i.e. they refine the fit and start as the identity.
 
 :class:`PlainUNet` is the baseline without any sequence information: a
-:class:`~pinqi.networks.UNet` on the stacked normalised images, availability planes and mask.
+:class:`~pinqi.common.unet.UNet` on the stacked normalised images, availability planes and mask.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinqi.networks import UNet
-from pinqi.unet_blocks import ResidualBlock, Upsample, max_pool
+from ..common.bounded import BoundedMap
+from ..common.unet import ResidualBlock, UNet, Upsample, max_pool
 
 __all__ = [
     "MAP_LOWER",
     "MAP_UPPER",
     "INITIAL_MAPS",
+    "FIT_STATE_T2_UNIT",
+    "MAP_BOUNDS",
     "maps_from_raw",
     "raw_from_maps",
     "ProtocolEmbedding",
@@ -54,32 +55,22 @@ __all__ = [
 #: Bounds of (PD, T1 [s], T2 [s]) — those of the weighted signal models.
 MAP_LOWER: tuple[float, float, float] = (0.0, 0.05, 0.005)
 MAP_UPPER: tuple[float, float, float] = (2.0, 6.0, 3.0)
+#: T2 unit [s] of the fit state: ``ln(T2 / FIT_STATE_T2_UNIT)`` is O(1) in tissue, like ``ln T1``.
+FIT_STATE_T2_UNIT = 0.1
 #: What the head returns for a zero raw output at iteration 0 (white-matter-like).
 INITIAL_MAPS: tuple[float, float, float] = (0.8, 1.2, 0.09)
-_EPS = 1e-6
-
-
-def _unit(p: torch.Tensor) -> torch.Tensor:
-    """Maps (B, 3, ...) -> positions in (0, 1) within the bounds (log scale for T1, T2)."""
-    pd = (p[:, 0] - MAP_LOWER[0]) / (MAP_UPPER[0] - MAP_LOWER[0])
-    rel = [
-        (p[:, i].clamp_min(MAP_LOWER[i]).log() - math.log(MAP_LOWER[i])) / math.log(MAP_UPPER[i] / MAP_LOWER[i])
-        for i in (1, 2)
-    ]
-    return torch.stack([pd, *rel], 1)
+#: The head's map of raw values into the bounds: PD linear, T1 and T2 on a log scale.
+MAP_BOUNDS = BoundedMap(MAP_LOWER, MAP_UPPER, log_scale=(1, 2), inverse_eps=1e-6)
 
 
 def maps_from_raw(raw: torch.Tensor) -> torch.Tensor:
     """Raw head output ``(B, 3, Y, X)`` -> (PD, T1 [s], T2 [s]) strictly inside the bounds."""
-    u = torch.sigmoid(raw)
-    pd = MAP_LOWER[0] + (MAP_UPPER[0] - MAP_LOWER[0]) * u[:, 0]
-    t = [torch.exp(math.log(MAP_LOWER[i]) + math.log(MAP_UPPER[i] / MAP_LOWER[i]) * u[:, i]) for i in (1, 2)]
-    return torch.stack([pd, *t], 1)
+    return MAP_BOUNDS(raw)
 
 
 def raw_from_maps(p: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`maps_from_raw` (values at or beyond a bound are clamped just inside)."""
-    return torch.logit(_unit(p).clamp(_EPS, 1 - _EPS))
+    return MAP_BOUNDS.inverse(p)
 
 
 class ProtocolEmbedding(nn.Module):
@@ -236,6 +227,25 @@ class W2QNet(nn.Module):
             enc(torch.cat([images[:, c : c + 1], m], 1), emb[:, c]) for c, enc in enumerate(self.encoders)
         ]
         return [fuse([pc[level] for pc in per_contrast], available) for level in range(len(self.features))]
+
+    def fit_state(self, p_fit: torch.Tensor, residual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The fit state the decoder refines from, ``(B, fit_channels, Y, X)``.
+
+        Parameters
+        ----------
+        p_fit
+            ``(B, 3, Y, X)`` the fit's (PD, T1 [s], T2 [s]).
+        residual
+            ``(B, T, Y, X)`` the fit's weighted data residual per contrast (normalised units).
+        mask
+            ``(B, Y, X)`` brain mask.
+
+        Returns
+        -------
+        ``[PD, ln T1, ln(T2 / FIT_STATE_T2_UNIT), residual, mask]`` along the channels.
+        """
+        t2 = (p_fit[:, 2:3] / FIT_STATE_T2_UNIT).log()
+        return torch.cat([p_fit[:, :1], p_fit[:, 1:2].log(), t2, residual, mask[:, None].to(p_fit.dtype)], 1)
 
     def decode(
         self, fused: list[torch.Tensor], iteration: int, fit_state: torch.Tensor | None, p_fit: torch.Tensor | None

@@ -3,16 +3,16 @@
 Pipeline of :meth:`W2Q.forward` for images ``y`` ``(B, T, Y, X)`` (T = 3 slots: T1w, T2w,
 FLAIR; any non-empty subset *available*), each with its protocol (TR, TE, TI, FA, sequence type):
 
-1. **Normalise** (:func:`pinqi.w2q_scale.normalise_images`): ``ỹ_c = y_c / m_c``, ``m_c`` the 95th
+1. **Normalise** (:func:`pinqi.w2q.scale.normalise_images`): ``ỹ_c = y_c / m_c``, ``m_c`` the 95th
    percentile in the brain. Unavailable contrasts are zeroed before the network sees them.
-2. **Network** (:class:`pinqi.w2q_networks.W2QNet`): per-contrast encoders FiLM-conditioned on a
+2. **Network** (:class:`pinqi.w2q.networks.W2QNet`): per-contrast encoders FiLM-conditioned on a
    protocol embedding at every level, fused over the available contrasts, decoded to
    ``p_reg⁰ = (PD, T1, T2)``.
-3. **Reference scale** (:func:`pinqi.w2q_scale.white_matter_reference`) from ``p_reg⁰``.
+3. **Reference scale** (:func:`pinqi.w2q.scale.white_matter_reference`) from ``p_reg⁰``.
 4. For ``k = 1 .. K`` (``n_iterations``):
 
    * closed-form scale ``s_c`` = least squares between ``q_c(p_reg)`` and ``ỹ_c`` in the brain,
-     clamped to ±20 % of the reference (:func:`pinqi.w2q_scale.fit_scale`);
+     clamped to ±20 % of the reference (:func:`pinqi.w2q.scale.fit_scale`);
    * the fit layer (:func:`solvers.nonlinear_fit`, acquisition operator = identity):
      ``p_k = argmin Σ_c a_c |q_c(p) − ỹ_c / s_c|² + Σ_i λ_{k,i} (u_i(p) − u_i(p_reg))²`` pixel by
      pixel in the brain, with ``u = (PD, ln T1, ln T2)``, ``a_c`` the availability, ``q_c`` each
@@ -22,101 +22,36 @@ FLAIR; any non-empty subset *available*), each with its protocol (TR, TE, TI, FA
    The output ``p_K`` is a solution of the fit problem for the input images, i.e. physically
    consistent with them by construction (to within the learned prior weight λ).
 
-The per-sample signal models and the protocol features live in :mod:`pinqi.w2q_signal`.
+The per-sample signal models and the protocol features live in :mod:`pinqi.w2q.signal`.
 ``n_iterations = 0`` gives the embedding network alone (a baseline); ``network = "plain"`` gives the
-U-Net baseline without sequence information (:class:`pinqi.w2q_networks.PlainUNet`).
+U-Net baseline without sequence information (:class:`pinqi.w2q.networks.PlainUNet`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulation.weighted_dataset import CONTRASTS, SEQUENCE_TYPES
 from solvers.nonlinear_fit import nonlinear_fit
 
-from .w2q_networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
-from .w2q_scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
-from .w2q_signal import N_PROTOCOL_FEATURES, MultiContrastSignal, check_protocol, protocol_features
+from ..common.bounded import inverse_softplus
+from .config import W2QConfig
+from .networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
+from .protocols import CONTRASTS, check_protocol
+from .scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
+from .signal import N_PROTOCOL_FEATURES, MultiContrastSignal, protocol_features
 
-__all__ = ["W2Q", "W2QConfig", "W2QOutput", "MultiContrastSignal", "protocol_features", "DEFAULT_PROTOCOL",
-           "DEFAULT_TYPES", "CONTRASTS", "SEQUENCE_TYPES", "LOG_BOUNDS", "to_log_maps", "from_log_maps"]
+__all__ = ["W2Q", "W2QOutput", "LOG_BOUNDS", "to_log_maps", "from_log_maps"]
 
-#: A clinical-like protocol (TR, TE, TI, FA) per slot, used for missing contrasts' placeholders.
-DEFAULT_PROTOCOL: tuple[tuple[float, float, float, float], ...] = (
-    (0.6, 0.012, 0.0, 90.0), (5.0, 0.1, 0.0, 90.0), (9.0, 0.12, 2.4, 90.0),
-)
-DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
 #: Bounds of the fit's unknowns u = (PD, ln T1, ln T2) (see :func:`to_log_maps`).
 LOG_BOUNDS = (
     (MAP_LOWER[0], math.log(MAP_LOWER[1]), math.log(MAP_LOWER[2])),
     (MAP_UPPER[0], math.log(MAP_UPPER[1]), math.log(MAP_UPPER[2])),
 )
-
-
-@dataclass(frozen=True)
-class W2QConfig:
-    """Hyper-parameters of :class:`W2Q` (stored in checkpoints as JSON).
-
-    Attributes
-    ----------
-    network : "embedding" | "plain"
-        The protocol-conditioned :class:`~pinqi.w2q_networks.W2QNet` or the plain U-Net baseline.
-    n_iterations : int
-        Fit + refine iterations K (0: network only).
-    features, embed_dim, group_size
-        Network size (see :class:`~pinqi.w2q_networks.W2QNet`).
-    lambda_init, softplus_beta
-        Initial λ (all three parameters) and the β of the softplus keeping λ positive.
-    fit_solver, fit_max_iter, fit_tol
-        :func:`solvers.nonlinear_fit` settings.
-    scale_bound, percentile, wm_fraction
-        ±bound of the scale around its reference, the normalising percentile, the share of brain
-        pixels taken as white-matter-like (see :mod:`pinqi.w2q_scale`).
-    field_degree
-        0: one global scale per contrast (as the issue specifies). > 0: additionally a smooth
-        relative receive field per contrast, a polynomial of this degree fitted in closed form
-        (:func:`pinqi.w2q_scale.fit_smooth_field`) — for images with bias fields.
-    """
-
-    network: str = "embedding"
-    n_iterations: int = 2
-    features: tuple[int, ...] = (16, 32, 64)
-    embed_dim: int = 32
-    group_size: int = 8
-    lambda_init: float = 0.1
-    softplus_beta: float = 5.0
-    fit_solver: str = "gauss-newton"
-    fit_max_iter: int = 10
-    fit_tol: float = 1e-5
-    scale_bound: float = 0.2
-    percentile: float = 0.95
-    wm_fraction: float = 0.25
-    field_degree: int = 0
-
-    def __post_init__(self) -> None:
-        if self.network not in ("embedding", "plain"):
-            raise ValueError(f"network must be 'embedding' or 'plain'; got {self.network!r}")
-        if self.n_iterations < 0 or (self.network == "plain" and self.n_iterations):
-            raise ValueError(f"n_iterations must be >= 0 (0 for the plain network); got {self.n_iterations}")
-        if self.lambda_init <= 0 or not 0 <= self.scale_bound < 1:
-            raise ValueError(f"need lambda_init > 0 and scale_bound in [0, 1); got {self.lambda_init}, {self.scale_bound}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> W2QConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            raise ValueError(f"unknown W2QConfig keys {sorted(set(values) - known)}; expected a subset of {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def to_log_maps(p: torch.Tensor) -> torch.Tensor:
@@ -194,8 +129,7 @@ class W2Q(nn.Module):
         else:
             self.net = W2QNet(N_PROTOCOL_FEATURES, self.n_contrasts, cfg.features, cfg.embed_dim, cfg.group_size,
                               n_iterations=max(1, cfg.n_iterations), refine=cfg.n_iterations > 1)
-        beta = cfg.softplus_beta
-        raw = math.log(math.expm1(beta * cfg.lambda_init)) / beta
+        raw = inverse_softplus(cfg.lambda_init, cfg.softplus_beta)
         self.raw_lambda = nn.Parameter(torch.full((max(cfg.n_iterations, 1), 3), raw))
 
     def lambdas(self) -> torch.Tensor:
@@ -308,8 +242,7 @@ class W2Q(nn.Module):
             fields.append(field)
             if k + 1 < n_iter:
                 residual = weight * (normalised / factor - signal(p_fit))
-                state = torch.cat([p_fit[:, :1], p_fit[:, 1:2].log(), (p_fit[:, 2:3] / 0.1).log(), residual,
-                                   mask[:, None].to(dtype)], 1)
+                state = self.net.fit_state(p_fit, residual, mask)  # type: ignore[union-attr]
                 p_reg = self.net.decode(fused, k + 1, state, p_fit)  # type: ignore[union-attr]
                 networks.append(p_reg)
 

@@ -1,7 +1,7 @@
-"""Data of W2Q training: held-out protocol bands and contrast dropout (see :mod:`pinqi.w2q_training`).
+"""Data of W2Q training: held-out protocol bands and contrast dropout (see :mod:`pinqi.w2q.training`).
 
 :class:`BandedProtocolDataset` is a :class:`simulation.WeightedImageDataset` whose protocols are
-drawn from the (deliberately wider than clinical) :class:`~simulation.weighted_dataset.
+drawn from the (deliberately wider than clinical) :class:`~pinqi.w2q.protocols.
 ProtocolRanges` with a band of every continuous parameter held out: for training, each of TR,
 TE, TI and FA is drawn from outside the band (by default the lower or upper 40 % of its range);
 for validation and test from inside it (the middle 20 %).
@@ -9,15 +9,14 @@ for validation and test from inside it (the middle 20 %).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from simulation import load_anatomy
-from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
+from simulation import WeightedImageDataset, load_anatomy
 
-if TYPE_CHECKING:
-    from .w2q_training import W2QTrainConfig
+from .config import W2QTrainConfig
+from .protocols import SEQUENCE_TYPES, ProtocolRanges
 
 __all__ = ["BandedProtocolDataset", "build_dataset", "contrast_availability"]
 
@@ -64,7 +63,7 @@ class BandedProtocolDataset(WeightedImageDataset):
         return torch.tensor([t1w, t2w, flair], dtype=torch.float64), torch.tensor(types)
 
 
-def build_dataset(config: "W2QTrainConfig", split: str, length: int, seed: int | None = None) -> BandedProtocolDataset:
+def build_dataset(config: W2QTrainConfig, split: str, length: int, seed: int | None = None) -> BandedProtocolDataset:
     """Training (``split="train"``: protocols outside the band) or val/test data (inside it)."""
     kwargs: dict[str, Any] = {"shape": (config.image_size, config.image_size)} if config.anatomy == "phantom" else {}
     anatomy = load_anatomy(config.anatomy, split, **kwargs)

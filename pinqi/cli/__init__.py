@@ -1,9 +1,12 @@
-"""Command-line interface: ``pinqi simulate | train | evaluate | demo | map``."""
+"""Command-line interface: ``pinqi simulate | train | evaluate | demo | map``.
+
+The parser and :func:`main` live here; the sub-commands in :mod:`pinqi.cli.commands` (PINQI and
+the shared ones) and :mod:`pinqi.cli.map` (W2Q), the markdown tables in :mod:`pinqi.cli.tables`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -107,29 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             demo(args)
         elif args.command == "map":
-            from .commands import map_images
+            from .map import run_map
 
-            map_images(args)
+            run_map(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"pinqi {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def print_table(rows: list[dict[str, object]]) -> str:
-    """A markdown table of ``rows`` (all rows share the first row's keys); returned and printed."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
-    text = "\n".join(lines)
-    print(text)
-    return text
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)

@@ -16,7 +16,7 @@ Processing
     The volumes are reoriented to RAS and processed axial slice by axial slice (tqdm progress
     bar). Each slice is zero-padded to a square, resampled to the training grid of the checkpoint
     (e.g. 64 x 64), run through W2Q, and the maps are resampled back; a final fit layer at the
-    native resolution (:meth:`pinqi.w2q.W2Q.refit`) makes them consistent with the native images.
+    native resolution (:meth:`pinqi.w2q.model.W2Q.refit`) makes them consistent with the native images.
 Outputs (qMRI-BIDS)
     ``<prefix>T1map.nii.gz`` and ``<prefix>T2map.nii.gz`` (seconds), ``<prefix>PDmap.nii.gz``
     (arbitrary units, white matter ≈ 0.7), each with a JSON sidecar (``Units``, provenance), in
@@ -48,14 +48,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from simulation.sequence_checks import check_sequence
-from simulation.weighted_dataset import ProtocolRanges
 
-from .w2q import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, W2Q
+from ..w2q.model import W2Q
+from ..w2q.protocols import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, ProtocolRanges
+from ..w2q.training import load_w2q
 
 __all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "load_volumes", "load_map_model", "run_map", "map_volume"]
 
 log = logging.getLogger("pinqi")
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "w2q.pt"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "w2q.pt"
 _KIND_ALIASES = {
     "spin_echo": "spin_echo", "se": "spin_echo", "tse": "spin_echo", "fse": "spin_echo", "spinecho": "spin_echo",
     "spoiled_gre": "spoiled_gre", "gre": "spoiled_gre", "gr": "spoiled_gre", "spgr": "spoiled_gre",
@@ -249,8 +250,6 @@ def load_volumes(paths: dict[str, Path | None], mask_path: Path | None) -> tuple
 def load_map_model(checkpoint: Path | None) -> tuple[W2Q, int, dict[str, Any]]:
     """The trained W2Q of ``checkpoint`` (default: the shipped weights), its training image size
     and the checkpoint payload; refuses anything else."""
-    from .w2q_training import load_w2q
-
     path = SHIPPED_WEIGHTS if checkpoint is None else Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist" +
