@@ -33,21 +33,23 @@ CPU tensors when it is importable, gridding otherwise, per call.
 
 Decision, by measurement (``OMP_NUM_THREADS=1 python -m benchmarks.operators``; 192², 8 coils,
 5 contrasts, 48 radial spokes x 384 per contrast, complex64 data, one thread; ratios are
-interleaved medians of one run, wall-clock / one-thread CPU time, on a shared 2-core machine):
+interleaved medians of one run, wall-clock / one-thread CPU time, two runs on a shared 2-core
+machine; see ``benchmarks/results/operators.md``):
 
-* finufft is the CPU backend. ``MultiCoilNUFFTOp`` forward / finufft forward 1.06 / 1.04,
-  adjoint / finufft adjoint 1.00 / 1.04 (finufft itself: plans made once, eps 1e-6, the faster
-  of its single- and double-precision plans). The gridding was 3.3 / 3.6x (forward) and
-  4.9 / 5.7x (adjoint) finufft's time and stays as the fallback.
+* finufft is the CPU backend. ``MultiCoilNUFFTOp`` forward / finufft forward 1.06-1.20 /
+  1.04-1.10, adjoint / finufft adjoint 1.00-1.13 / 1.04-1.08, against finufft itself with plans
+  made once at eps 1e-6 in the faster of its precisions (double; against its single-precision
+  plans the operator takes 0.66-0.70x their time). The gridding took 3.3-3.9x (forward) and
+  4.9-6.0x (adjoint) finufft's time and stays as the fallback.
 * finufft runs in double precision even for complex64 data (converted one image stack at a
   time): at eps 1e-6 its single-precision transforms had 1.1e-5 relative error against the exact
   DFT (float32 rounding of the fine-grid coordinates, ~N·2⁻²³) and took 1.6x the time of the
   double-precision ones. Error against the exact DFT: 1.1e-6 forward / 1.0e-6 adjoint (the
   gridding: 7.1e-6 / 6.9e-6).
 * Plans are cached per operator and per process: building them for the 5 contrasts took
-  18.6 ms = 0.10x one forward, a cost per call otherwise.
-* Toeplitz gram one contrast at a time: 1.07 / 1.17x its own padded FFTs per contrast; the
-  former single ``(T, C, 2Y, 2X)`` product took 2.0 / 1.9x as long as the per-contrast gram.
+  4-19 ms = 0.03-0.10x one forward, a cost every call would pay otherwise.
+* Toeplitz gram one contrast at a time: 1.07-1.16 / 1.17-1.18x its own padded FFTs per contrast;
+  the former single ``(T, C, 2Y, 2X)`` product took 1.9-2.5x as long as the per-contrast gram.
 """
 
 from __future__ import annotations
