@@ -24,7 +24,7 @@ from .linear_operator import (
 )
 from .norm import operator_norm
 from .nufft import MultiCoilNUFFTOp, NUFFTOp
-from .sampling import radial_trajectory, variable_density_mask
+from .sampling import radial_trajectory, variable_density_mask, with_calibration_lines
 from .sampling_operator import MaskOp
 from .sensitivity import SensitivityOp
 
@@ -46,4 +46,5 @@ __all__ = [
     "radial_trajectory",
     "simulate_coil_maps",
     "variable_density_mask",
+    "with_calibration_lines",
 ]

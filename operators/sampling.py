@@ -213,3 +213,37 @@ def ramp_density(trajectory: torch.Tensor, im_size: Sequence[int] | None = None)
         return radius / radius.amax(dim=-1, keepdim=True)
     ny, nx = _shape2d(im_size)
     return radius * (ny * nx / (2 * trajectory.shape[-1]))
+
+
+def with_calibration_lines(mask: torch.Tensor, contrast: int, n_lines: int) -> torch.Tensor:
+    """A copy of ``mask`` whose contrast ``contrast`` also samples ``n_lines`` centre lines (ACS).
+
+    Parallel-imaging protocols acquire a fully sampled calibration region on top of the
+    accelerated lines ("R = 8 with 24 ACS lines"); coil maps are estimated from it. Here it is
+    added to one contrast (the PINQI paper calibrates on the longest saturation delay).
+
+    Parameters
+    ----------
+    mask
+        ``(*b, T, Y, X)`` bool or 0/1 sampling mask.
+    contrast
+        Index of the contrast in ``[-T, T)``.
+    n_lines
+        Centre lines ``Y // 2 - n_lines // 2 … + n_lines - 1`` (at most ``Y``; 0 leaves ``mask``).
+
+    Returns
+    -------
+    The mask, same shape and dtype.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.ndim < 3:
+        raise ValueError(f"mask must be a tensor (*b, T, Y, X); got {getattr(mask, 'shape', type(mask).__name__)}")
+    n_times, ny = mask.shape[-3], mask.shape[-2]
+    if isinstance(contrast, bool) or not isinstance(contrast, int) or not -n_times <= contrast < n_times:
+        raise ValueError(f"contrast must be an int in [-{n_times}, {n_times}); got {contrast!r}")
+    if isinstance(n_lines, bool) or not isinstance(n_lines, int) or not 0 <= n_lines <= ny:
+        raise ValueError(f"n_lines must be an int in [0, Y = {ny}]; got {n_lines!r}")
+    out = mask.clone()
+    start = ny // 2 - n_lines // 2
+    out[..., contrast, start : start + n_lines, :] = 1
+    return out
+

@@ -36,7 +36,8 @@ class PINQIConfig(ConfigMixin):
     init_cg_iterations
         y₀ = a few CG iterations on AᴴA y = Aᴴk started from zero (0: y₀ = Aᴴk).
     fit_solver, fit_max_iter, fit_tol
-        Pixel-wise solver of the nonlinear subproblem ("lbfgs" or "gauss-newton"), its iteration
+        Pixel-wise solver of the nonlinear subproblem ("auto", "varpro", "lbfgs" or "gauss-newton";
+        see :func:`solvers.nonlinear_fit`), its iteration
         cap, and its gradient tolerance; ``fit_tol=None`` takes :func:`solvers.nonlinear_fit`'s
         precision-aware default (about 1.2e-5 in float32): a tighter tolerance than float32 can
         resolve keeps the few pixels that never meet it iterating to the cap (at 192², 1e-6 left
@@ -88,8 +89,10 @@ class PINQIConfig(ConfigMixin):
                 "fit_mode must be one of 'implicit', 'unrolled', 'gradient-descent', 'none'; "
                 f"got {self.fit_mode!r}"
             )
-        if self.fit_solver not in ("lbfgs", "gauss-newton"):
-            raise ValueError(f"fit_solver must be 'lbfgs' or 'gauss-newton'; got {self.fit_solver!r}")
+        if self.fit_solver not in ("auto", "varpro", "lbfgs", "gauss-newton"):
+            raise ValueError(
+                f"fit_solver must be 'auto', 'varpro', 'lbfgs' or 'gauss-newton'; got {self.fit_solver!r}"
+            )
         for name in ("lambda_p", "lambda_y", "lambda_q_start", "softplus_beta", "cg_tol", "fit_tol"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
@@ -150,6 +153,9 @@ class TrainConfig(ConfigMixin):
         ``validation_samples`` samples of the validation split at ``validation_acceleration``
         (coil maps estimated whenever ``estimated_csm > 0``); it is logged, and the weights of
         the best value so far are written to ``best.pt`` in the output folder.
+    calibration_lines, csm_method
+        Fully sampled centre lines (ACS) added to the longest-delay acquisition, and the estimator
+        of the ``estimated_csm`` maps (:class:`simulation.T1MappingDataset`).
     """
 
     model: PINQIConfig = field(default_factory=PINQIConfig)
@@ -178,19 +184,23 @@ class TrainConfig(ConfigMixin):
     validation_every: int = 0
     validation_samples: int = 16
     validation_acceleration: float = 8.0
+    calibration_lines: int = 0
+    csm_method: str = "walsh"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "n_coils", "batch_size", "checkpoint_every", "validation_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1; got {value!r}")
-        for name in ("steps", "pretrain_steps", "warmup_steps", "validation_every"):
+        for name in ("steps", "pretrain_steps", "warmup_steps", "validation_every", "calibration_lines"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 0; got {value!r}")
         for name in ("wide_t1", "inserts", "estimated_csm", "outside_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1]; got {getattr(self, name)!r}")
+        if self.csm_method not in ("walsh", "inati", "espirit"):
+            raise ValueError(f"TrainConfig.csm_method must be 'walsh', 'inati' or 'espirit'; got {self.csm_method!r}")
 
 
 def cpu_preset() -> TrainConfig:
@@ -274,17 +284,20 @@ def ship_preset() -> TrainConfig:
     long, in the background, on data that leave the brain's distribution.
 
     Differences from :func:`cpu_preset`, each for data the model will meet on real scans:
-    accelerations 1–10 (fully sampled included); coil maps estimated from the data in 80 % of
-    samples (the reconstruction of measured data has no true maps); class T1 drawn from 0.1–5 s
-    in 30 % of samples and elliptical inserts in 50 % (phantom tubes, lesions); a global intensity
-    factor from 1e-3 to 1e3 and a uniform global phase. The fit uses Gauss–Newton, which finds the
-    right minimum for any M0 phase. 20000 steps set the cosine schedule's length; training runs
+    accelerations 1–10 (fully sampled included) on top of 16 calibration (ACS) lines in the
+    longest-delay acquisition; coil maps estimated from those lines by ESPIRiT in 80 % of samples
+    (the reconstruction of measured data has no true maps); class T1 drawn from 0.1–5 s in 30 % of
+    samples and elliptical inserts in 50 % (phantom tubes, lesions); a global intensity factor from
+    1e-3 to 1e3 and a uniform global phase. The fit is the variable-projection solver, which finds
+    the global minimum for any M0 phase and scale. 20000 steps set the cosine schedule's length; training runs
     across working periods from the resumable checkpoint in ``pinqi/weights/training/``.
     """
     base = cpu_preset()
     return base.replace(
-        model=base.model.replace(fit_solver="gauss-newton"),
+        model=base.model.replace(fit_solver="varpro"),
         acceleration=(1.0, 10.0),
+        calibration_lines=16,
+        csm_method="espirit",
         steps=20000,
         pretrain_steps=200,
         warmup_steps=100,
@@ -307,7 +320,7 @@ def gpu_preset() -> TrainConfig:
     """
     base = ship_preset()
     return base.replace(
-        image_size=192, n_coils=8, batch_size=8, steps=600, pretrain_steps=0, warmup_steps=20,
+        image_size=192, n_coils=8, batch_size=8, steps=600, pretrain_steps=0, warmup_steps=20, calibration_lines=24,
         checkpoint_every=100, validation_every=100, validation_samples=8,
     )
 

@@ -69,6 +69,8 @@ def build_dataset(config: TrainConfig, split: str = "train", length: int | None 
         estimated_csm=config.estimated_csm,
         intensity_scale=config.intensity_scale,
         global_phase=config.global_phase,
+        calibration_lines=config.calibration_lines,
+        csm_method=config.csm_method,
     )
 
 
@@ -86,6 +88,8 @@ def build_validation_set(config: TrainConfig) -> list[dict[str, torch.Tensor]]:
         estimated_csm=1.0 if config.estimated_csm > 0 else 0.0,
         intensity_scale=config.intensity_scale,
         global_phase=config.global_phase,
+        calibration_lines=config.calibration_lines,
+        csm_method=config.csm_method,
     )
     return [dataset[i] for i in range(len(dataset))]
 

@@ -46,8 +46,9 @@ Off the brain distribution (all off by default; the PINQI training presets switc
       (noise included, so the SNR does not change);
     - ``global_phase``: a uniform global M0 phase in [−π, π) on top of the smooth phase field;
     - ``estimated_csm``: share of samples whose ``csm`` is estimated from the sample's own
-      k-space (the fully sampled centre lines of the longest-delay acquisition, Walsh), exactly
-      as a reconstruction of measured data must. The target M0 and the noise-free images are
+      k-space (the fully sampled centre lines of the longest-delay acquisition, by
+      ``csm_method``), exactly as a reconstruction of measured data must
+      (:func:`operators.estimate_coil_maps` with ``contrast="longest"``). The target M0 and the noise-free images are
       then those the estimated maps can see: ``γ · M0`` with ``γ = Σ_c conj(ĉ_c) c_c`` per pixel
       (the least-squares image of fully sampled data under the estimated maps); R1 is unchanged.
       ``csm_true`` always holds the simulated maps.
@@ -208,6 +209,11 @@ class T1MappingDataset(Dataset):
         estimated from their own k-space (module docstring).
     intensity_scale
         ``(lo, hi)``: log-uniform global intensity factor; ``(1, 1)`` (default) leaves it out.
+    calibration_lines
+        Cartesian: fully sampled centre lines (ACS) added to the longest-delay acquisition on
+        top of its accelerated lines (:func:`operators.with_calibration_lines`); 0: none.
+    csm_method
+        Estimator of the ``estimated_csm`` maps (``"walsh"``, ``"inati"`` or ``"espirit"``).
     global_phase
         Draw a uniform global M0 phase.
 
@@ -250,6 +256,8 @@ class T1MappingDataset(Dataset):
         estimated_csm: float = 0.0,
         intensity_scale: tuple[float, float] = (1.0, 1.0),
         global_phase: bool = False,
+        calibration_lines: int = 0,
+        csm_method: str = "walsh",
     ) -> None:
         super().__init__()
         anatomy = resolve_anatomy(anatomy, source, split, anatomy_kwargs)
@@ -292,6 +300,12 @@ class T1MappingDataset(Dataset):
         self.estimated_csm = _share("estimated_csm", estimated_csm)
         self.intensity_scale = _parse_range("intensity_scale", intensity_scale, lower=1e-30)
         self.global_phase = bool(global_phase)
+        self.calibration_lines = int(calibration_lines)
+        if not 0 <= self.calibration_lines <= min(self.image_size):
+            raise ValueError(f"calibration_lines must be in [0, {min(self.image_size)}]; got {calibration_lines!r}")
+        if csm_method not in ("walsh", "inati", "espirit"):
+            raise ValueError(f"csm_method must be 'walsh', 'inati' or 'espirit'; got {csm_method!r}")
+        self.csm_method = csm_method
         if self.estimated_csm > 0 and trajectory != "cartesian":
             raise ValueError("estimated_csm needs Cartesian k-space with fully sampled centre lines")
 
@@ -410,11 +424,13 @@ class T1MappingDataset(Dataset):
         accel = self._draw_acceleration(g)
         out: dict[str, torch.Tensor] = {}
         if self.trajectory == "cartesian":
-            from operators import variable_density_mask
+            from operators import variable_density_mask, with_calibration_lines
 
             mask = variable_density_mask(
                 len(self.times), self.image_size, accel, n_center=self.n_center, generator=g
             ).bool()
+            if self.calibration_lines:
+                mask = with_calibration_lines(mask, int(self.times.argmax()), self.calibration_lines)
             sigma = _uniform(g, *self.noise_sigma)
             out["kspace"] = self._cartesian_kspace(images, csm, mask, sigma, g)
             out["mask"] = mask
@@ -424,7 +440,7 @@ class T1MappingDataset(Dataset):
             out.update(self._radial(images, csm, accel, sigma, g))
         csm_true = csm
         if self.estimated_csm > 0 and float(torch.rand((), generator=extra)) < self.estimated_csm:
-            csm, gamma = self._estimate_csm(out["kspace"], csm_true)
+            csm, gamma = self._estimate_csm(out["kspace"], out["mask"], csm_true)
             params = torch.cat([torch.view_as_real(torch.complex(params[0], params[1]) * gamma).movedim(-1, 0),
                                 params[2:]]).to(rdt)
             images = images * gamma
@@ -446,12 +462,15 @@ class T1MappingDataset(Dataset):
         )
         return out
 
-    def _estimate_csm(self, kspace: torch.Tensor, csm_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Walsh maps from the longest delay's centre lines and ``γ = Σ_c conj(ĉ_c) c_c`` ``(Y, X)``."""
+    def _estimate_csm(
+        self, kspace: torch.Tensor, mask: torch.Tensor, csm_true: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps from the longest delay's centre lines and ``γ = Σ_c conj(ĉ_c) c_c`` ``(Y, X)``."""
         from operators import estimate_coil_maps
 
-        longest = int(self.times.argmax())
-        csm = estimate_coil_maps(kspace[longest : longest + 1], method="walsh").to(self.dtype)
+        csm = estimate_coil_maps(
+            kspace, self.csm_method, mask=mask, contrast="longest", times=self.times
+        ).to(self.dtype)
         gamma = (csm.conj() * csm_true).sum(0)
         return csm, gamma
 

@@ -158,3 +158,16 @@ def test_ramp_density() -> None:
     assert torch.allclose(scaled, w * math.pi * 64 / (2 * 64))
     with pytest.raises(ValueError, match=r"\(\*b, T, 2, K\)"):
         ramp_density(torch.zeros(3, 5))
+
+
+def test_with_calibration_lines_adds_a_centre_block_to_one_contrast():
+    from operators import with_calibration_lines
+
+    mask = torch.zeros(2, 3, 10, 4, dtype=torch.bool)
+    out = with_calibration_lines(mask, -1, 4)
+    assert bool(out[:, 2, 3:7].all()) and int(out.sum()) == 2 * 4 * 4 and not bool(mask.any())
+    assert torch.equal(with_calibration_lines(mask, 0, 0), mask)
+    with pytest.raises(ValueError, match="n_lines"):
+        with_calibration_lines(mask, 0, 11)
+    with pytest.raises(ValueError, match="contrast"):
+        with_calibration_lines(mask, 3, 2)

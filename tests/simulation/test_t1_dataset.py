@@ -246,3 +246,13 @@ def test_estimated_coil_maps_target_what_the_maps_can_see(anatomy):
     assert err < 1e-4
     q = SaturationRecovery(s["times"])
     assert torch.allclose(q(s["params"][None])[0], s["images"], atol=1e-5)
+
+
+def test_calibration_lines_and_espirit_maps(anatomy):
+    s = _ds(anatomy, acceleration=8, calibration_lines=12, estimated_csm=1.0, csm_method="espirit")[0]
+    lines = s["mask"].any(-1)  # (T, Y)
+    longest = int(s["times"].argmax())
+    assert bool(lines[longest, 16 - 6 : 16 + 6].all())
+    assert int(lines[0].sum()) == 4  # the other contrasts keep their round(32 / 8) lines
+    inner = (s["csm"].conj() * s["csm_true"]).sum(0).abs()[s["brain_mask"]]
+    assert float(inner.mean()) > 0.95
