@@ -116,7 +116,7 @@ class Lambdas:
 
 @dataclass
 class _Priors:
-    """The learned priors of one forward call: ``Y_θ`` (None without it) and ``P_θ``, each (y, i) -> tensor."""
+    """The learned priors of one forward call, ``Y_θ`` (or None) and ``P_θ``: (y, i) -> tensor."""
 
     image: Callable[[torch.Tensor, int], torch.Tensor] | None
     parameters: Callable[[torch.Tensor, int], torch.Tensor]
@@ -281,13 +281,10 @@ class PINQI(nn.Module):
             # a sparse object can have a zero quantile: fall back to the peak
             return torch.where(scale > 0, scale, peak.amax(dim=1))
 
-    def _scaled_parameters(self) -> tuple[int, ...]:
-        return self.parameter_net.scaled_parameters
-
     def rescale_parameters(self, p: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Parameters ``(B, P, Y, X)`` with the amplitude channels (M0) multiplied by ``scale`` ``(B,)``."""
         factor = torch.ones(p.shape[:2], dtype=p.dtype, device=p.device)
-        idx = list(self._scaled_parameters())
+        idx = list(self.parameter_net.scaled_parameters)
         factor[:, idx] = scale.to(p.dtype).view(-1, 1)
         return p * factor[..., None, None]
 
@@ -338,14 +335,12 @@ class PINQI(nn.Module):
         y_reg = self.image_net(y0, 0) if self.image_net is not None else None
         return _Priors(image=None if y_reg is None else (lambda y, i: y_reg), parameters=lambda y, i: p0)
 
-    def _learned_parameter_prior(
-        self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor, p: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _learned_parameter_prior(self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor,
+                                 p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return priors.parameters(y, i), lam_p
 
-    def _no_parameter_prior(
-        self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor, p: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _no_parameter_prior(self, priors: _Priors, y: torch.Tensor, i: int, lam_p: torch.Tensor,
+                            p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros_like(p), torch.zeros((), dtype=p.dtype, device=p.device)
 
     def _take_prior(

@@ -1,4 +1,4 @@
-"""Tests of the PINQI networks (pinqi.networks, pinqi.common.unet)."""
+"""Tests of the PINQI networks P_θ and Y_θ (pinqi.networks)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from pinqi.common.bounded import BoundedMap
-from pinqi.common.factorised_conv import FactorisedConv3d
 from pinqi.common.modules import count_parameters
-from pinqi.common.unet import FiLM, ResidualBlock, num_groups
-from pinqi.networks import ImageNet, ParameterNet, UNet
+from pinqi.common.unet import ResidualBlock
+from pinqi.networks import ImageNet, ParameterNet
 
 TINY = (4, 8)
 
@@ -181,33 +180,6 @@ def test_checkpointing_gives_identical_gradients():
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_fused_norm_film_equals_norm_then_film():
-    block = ResidualBlock(6, 32, cond_dim=5)
-    _perturb(block)
-    h = torch.randn(3, 32, 7, 9, generator=torch.Generator().manual_seed(3))
-    cond = torch.randn(3, 5, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(block._norm_film(h, cond), block.film(block.norm1(h), cond))
-    assert block.norm1.num_groups == 2  # 16 channels per group
-
-
-def test_num_groups_reading_of_group_size_16():
-    assert [num_groups(c) for c in (4, 16, 32, 48, 96, 128)] == [1, 1, 2, 3, 6, 8]
-    assert num_groups(40) == 2  # 40 // 16 = 2 divides 40
-
-
-def test_unet_with_external_conditioning_vector():
-    net = UNet(3, 2, (4, 8), cond_dim=6)
-    _perturb(net)
-    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
-    c = torch.randn(2, 6, generator=torch.Generator().manual_seed(1))
-    assert net(x, cond=c).shape == (2, 2, 10, 10)
-    assert (net(x, cond=c) - net(x, cond=2 * c)).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="cond"):
-        net(x)
-    with pytest.raises(ValueError, match=r"\(2, 6\)"):
-        net(x, cond=c[:, :5])
-
-
 def test_bad_inputs_are_rejected():
     ynet, pnet = ImageNet(features=TINY, max_iterations=3), ParameterNet(5, 3, features=TINY)
     x = _images((1, 5, 8, 8))
@@ -254,28 +226,3 @@ def test_gradcheck_wrt_input_float64():
     x = torch.randn(1, 2, 8, 8, dtype=torch.complex128, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: ynet(v, 1), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
     assert torch.autograd.gradcheck(lambda v: pnet(v, 1), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
-
-
-def test_film_module_is_identity_at_initialisation():
-    film = FiLM(4, 3)
-    x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(film(x, torch.ones(2, 4)), x)
-
-
-@pytest.mark.parametrize(
-    "kernel, padding", [((1, 3, 3), (0, 1, 1)), ((3, 1, 1), (1, 0, 0)), ((1, 1, 1), 0), ((1, 5, 5), (0, 2, 2))]
-)
-def test_factorised_conv3d_equals_conv3d_and_keeps_its_state_dict(kernel, padding):
-    torch.manual_seed(0)
-    fast = FactorisedConv3d(3, 4, kernel, padding=padding).double()
-    reference = torch.nn.Conv3d(3, 4, kernel, padding=padding).double()
-    reference.load_state_dict(fast.state_dict())  # same keys and shapes
-    x = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(fast(x), reference(x), rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(fast, (x,), fast_mode=True)
-    with pytest.raises(ValueError, match=r"\(1, k, k\) or \(k, 1, 1\)"):
-        FactorisedConv3d(3, 4, (3, 3, 3))
-    with pytest.raises(ValueError, match="stride 1"):
-        FactorisedConv3d(3, 4, (1, 3, 3), stride=2)
-    with pytest.raises(ValueError, match=r"\(B, C, T, Y, X\)"):
-        fast(torch.randn(2, 3, 6, 7, dtype=torch.float64))

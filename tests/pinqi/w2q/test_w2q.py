@@ -316,3 +316,15 @@ def test_refinement_starts_as_identity_and_phase_schedule(phantom_batch: dict[st
     assert phase_factor(10, config, True) == pytest.approx(0.2 * 0.5)  # fresh warm-up at the full phase
     assert phase_factor(10, config, False) == pytest.approx(0.2)
     assert phase_factor(14, config, True) == pytest.approx(0.5)
+
+
+def test_fit_state_is_built_by_the_network() -> None:
+    from pinqi.w2q.networks import FIT_STATE_T2_UNIT, W2QNet
+
+    net = W2QNet(13, 3, (8, 16), 8, 4)
+    p = torch.tensor([0.7, 1.2, 0.08]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    residual = torch.zeros(2, 3, 4, 4)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    state = net.fit_state(p, residual, mask)
+    assert state.shape == (2, net.fit_channels, 4, 4)
+    torch.testing.assert_close(state[0, :3, 0, 0], torch.tensor([0.7, math.log(1.2), math.log(0.08 / FIT_STATE_T2_UNIT)]))
