@@ -6,7 +6,10 @@ message that names the parameter, what was expected and what came. Rules:
 * every value must be finite (no NaN / inf);
 * TR, TI and saturation / inversion recovery times must be > 0; TE must be >= 0 (TE = 0 is
   allowed as the idealised limit of the models);
-* any time > 100 is rejected: it looks like milliseconds, and all times are in seconds;
+* a time above its plausible maximum looks like milliseconds (all times are in seconds) and is
+  rejected — the limits the command line applies to BIDS sidecars: TR <= 30 s (<= 1 s for a
+  spoiled gradient echo), TE <= 1 s, TI <= 10 s (also inversion-recovery times), saturation
+  times <= 30 s; a GRE flip angle below 1 degree looks like radians;
 * TE < TR (spin echo, FLAIR, spoiled GRE, inversion-prepared GRE), TI < TR (FLAIR,
   inversion-prepared GRE), recovery times < TR for inversion recovery with a finite TR;
 * flip angles in (0, 180] degrees.
@@ -23,6 +26,12 @@ import torch
 
 __all__ = [
     "MAX_SECONDS",
+    "MAX_TR",
+    "MAX_GRE_TR",
+    "MAX_TE",
+    "MAX_TI",
+    "MAX_SATURATION_TIME",
+    "MIN_GRE_FLIP_ANGLE",
     "as_sequence_tensor",
     "check_time",
     "check_flip_angle",
@@ -37,8 +46,16 @@ __all__ = [
     "check_sequence",
 ]
 
-#: Any time above this many seconds is taken for milliseconds.
+#: Any time above this many seconds is taken for milliseconds (the default of :func:`check_time`).
 MAX_SECONDS = 100.0
+#: Plausible maxima [s] of each time; a larger value is taken for milliseconds.
+MAX_TR = 30.0
+MAX_GRE_TR = 1.0
+MAX_TE = 1.0
+MAX_TI = 10.0
+MAX_SATURATION_TIME = 30.0
+#: A gradient-echo flip angle below this many degrees is taken for radians.
+MIN_GRE_FLIP_ANGLE = 1.0
 
 
 def as_sequence_tensor(name: str, value: Any) -> torch.Tensor:
@@ -74,17 +91,19 @@ def _show(t: torch.Tensor) -> str:
     return f"{vals}{more}" if flat.numel() == 1 else f"[{vals}{more}] (shape {tuple(t.shape)})"
 
 
-def check_time(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    """Check a time in seconds: finite, > 0 (>= 0 if ``allow_zero``) and not milliseconds."""
+def check_time(name: str, value: Any, *, allow_zero: bool = False, limit: float = MAX_SECONDS, what: str = "") -> None:
+    """Check a time in seconds: finite, > 0 (>= 0 if ``allow_zero``) and ``<= limit`` (a larger
+    value looks like milliseconds); ``what`` names the sequence in the message."""
     t = _values(name, value)
     bad = t < 0 if allow_zero else t <= 0
     if bad.any():
         need = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {need} seconds; got {_show(t)}")
-    if (t > MAX_SECONDS).any():
+    if (t > limit).any():
+        big = float(t[t > limit].reshape(-1)[0])
         raise ValueError(
-            f"{name} = {_show(t)} looks like milliseconds; times are in seconds "
-            f"(expected values <= {MAX_SECONDS:g} s, e.g. 0.01 for 10 ms)"
+            f"{name} = {_show(t)}{' for ' + what if what else ''} looks like milliseconds; times are in seconds "
+            f"(expected values <= {limit:g} s, e.g. {big / 1000:g} for {big:g} ms)"
         )
 
 
@@ -95,11 +114,13 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be > 0; got {_show(t)}")
 
 
-def check_flip_angle(name: str, value: Any) -> None:
-    """Check a flip angle in degrees: finite and in (0, 180]."""
+def check_flip_angle(name: str, value: Any, *, minimum: float = 0.0) -> None:
+    """Check a flip angle in degrees: finite and in (0, 180]; below ``minimum`` it looks like radians."""
     a = _values(name, value)
     if ((a <= 0) | (a > 180)).any():
         raise ValueError(f"{name} must be in (0, 180] degrees; got {_show(a)}")
+    if (a < minimum).any():
+        raise ValueError(f"{name} = {_show(a)} looks like radians; flip angles are in degrees (expected >= {minimum:g})")
 
 
 def check_shorter(short_name: str, short: Any, long_name: str, long: Any) -> None:
@@ -122,45 +143,50 @@ def check_shorter(short_name: str, short: Any, long_name: str, long: Any) -> Non
 
 
 def check_saturation_recovery(times: Any) -> None:
-    """Saturation-recovery times: > 0 s, not milliseconds."""
-    check_time("saturation times", times)
+    """Saturation-recovery times: > 0 s, <= 30 s (else milliseconds)."""
+    check_time("saturation times", times, limit=MAX_SATURATION_TIME)
 
 
 def check_inversion_recovery(times: Any, tr: Any = None) -> None:
     """Inversion times (> 0 s) and, if given, a repetition time longer than each of them."""
-    check_time("inversion times", times)
+    check_time("inversion times", times, limit=MAX_TI)
     if tr is not None:
-        check_time("TR", tr)
+        check_time("TR", tr, limit=MAX_TR)
         check_shorter("inversion times", times, "TR", tr)
 
 
 def check_spin_echo(tr: Any, te: Any, te_correction: Any = 1.0) -> None:
-    """Spin echo / TSE: TR > 0, 0 <= TE < TR, te_correction > 0."""
-    check_time("TR", tr)
-    check_time("TE", te, allow_zero=True)
+    """Spin echo / TSE: 0 < TR <= 30 s, 0 <= TE <= 1 s, TE < TR, te_correction > 0."""
+    check_time("TR", tr, limit=MAX_TR)
+    check_time("TE", te, allow_zero=True, limit=MAX_TE)
     check_shorter("TE", te, "TR", tr)
     check_positive("te_correction", te_correction)
 
 
 def check_flair(tr: Any, te: Any, ti: Any, te_correction: Any = 1.0) -> None:
-    """FLAIR: spin-echo rules plus 0 < TI < TR."""
+    """FLAIR: spin-echo rules plus 0 < TI <= 10 s, TI < TR."""
     check_spin_echo(tr, te, te_correction)
-    check_time("TI", ti)
+    check_time("TI", ti, limit=MAX_TI)
     check_shorter("TI", ti, "TR", tr)
 
 
-def check_spoiled_gre(tr: Any, te: Any, flip_angle_deg: Any) -> None:
-    """Spoiled GRE: TR > 0, 0 <= TE < TR, flip angle in (0, 180] degrees."""
-    check_time("TR", tr)
-    check_time("TE", te, allow_zero=True)
+def _check_gre(tr: Any, te: Any, flip_angle_deg: Any, tr_limit: float, what: str) -> None:
+    check_time("TR", tr, limit=tr_limit, what=what)
+    check_time("TE", te, allow_zero=True, limit=MAX_TE)
     check_shorter("TE", te, "TR", tr)
-    check_flip_angle("flip_angle_deg", flip_angle_deg)
+    check_flip_angle("flip_angle_deg", flip_angle_deg, minimum=MIN_GRE_FLIP_ANGLE)
+
+
+def check_spoiled_gre(tr: Any, te: Any, flip_angle_deg: Any) -> None:
+    """Spoiled GRE: 0 < TR <= 1 s, 0 <= TE <= 1 s, TE < TR, flip angle in [1, 180] degrees."""
+    _check_gre(tr, te, flip_angle_deg, MAX_GRE_TR, "a spoiled gradient echo")
 
 
 def check_inversion_prepared_gre(tr: Any, te: Any, ti: Any, flip_angle_deg: Any) -> None:
-    """Inversion-prepared GRE: spoiled-GRE rules plus 0 < TI < TR (TR between inversions)."""
-    check_spoiled_gre(tr, te, flip_angle_deg)
-    check_time("TI", ti)
+    """Inversion-prepared GRE: 0 < TR <= 30 s between inversions, TE as for GRE, 0 < TI <= 10 s,
+    TI < TR, readout flip angle in [1, 180] degrees."""
+    _check_gre(tr, te, flip_angle_deg, MAX_TR, "")
+    check_time("TI", ti, limit=MAX_TI)
     check_shorter("TI", ti, "TR", tr)
 
 

@@ -87,9 +87,9 @@ def test_multi_contrast_broadcast_of_sequence_parameters() -> None:
 # ------------------------------------------------------------------ limits and the FLAIR null
 def test_limits() -> None:
     p = weighted_p(0.7, 0.5, 0.06)
-    assert SpinEcho(100.0, 0.04)(p).item() == pytest.approx(0.7 * math.exp(-0.04 / 0.06), rel=1e-12)
+    assert SpinEcho(30.0, 0.04)(p).item() == pytest.approx(0.7 * math.exp(-0.04 / 0.06), rel=1e-12)
     assert SpinEcho(1.5, 0.0)(p).item() == pytest.approx(0.7 * (1 - math.exp(-1.5 / 0.5)), rel=1e-12)
-    y = SaturationRecovery([100.0])(t1_p(0.6, -0.2, 1.0))
+    y = SaturationRecovery([30.0])(t1_p(0.6, -0.2, 1.0))
     assert y.item() == pytest.approx(complex(0.6, -0.2), rel=1e-12)
     # Ernst angle maximises the spoiled-GRE signal
     tr, t1 = 0.01, 1.0
@@ -103,14 +103,14 @@ def test_flair_null() -> None:
     t1 = 1.3
     ti_null = t1 * math.log(2)
     p = weighted_p(1.0, t1, 0.1)
-    assert FLAIR(60.0, 0.1, ti_null)(p).item() == pytest.approx(0.0, abs=1e-12)
+    assert FLAIR(30.0, 0.1, ti_null)(p).item() == pytest.approx(0.0, abs=1e-12)
     tis = torch.linspace(0.5, 1.3, 81, dtype=F64)
-    curve = FLAIR(60.0, 0.1, tis)(p)[0, :, 0, 0]
+    curve = FLAIR(30.0, 0.1, tis)(p)[0, :, 0, 0]
     assert abs(tis[curve.argmin()].item() - ti_null) <= 0.01
     assert curve.min() >= 0
     # the smooth magnitude has a zero, finite derivative with respect to T1 at the null
     pg = p.clone().requires_grad_(True)
-    FLAIR(60.0, 0.1, ti_null)(pg).sum().backward()
+    FLAIR(30.0, 0.1, ti_null)(pg).sum().backward()
     assert torch.isfinite(pg.grad).all() and pg.grad.abs().max() < 1e-6
 
 
@@ -148,7 +148,7 @@ def test_gradgradcheck_flair_at_null() -> None:
     """Twice differentiable at the null thanks to the smooth magnitude (Hessian-based fits)."""
     t1 = torch.tensor([[[[1.0]]], [[[2.0]]]], dtype=F64)
     p = torch.cat([torch.ones_like(t1), t1, torch.full_like(t1, 0.1)], 1).requires_grad_(True)
-    q = FLAIR(60.0, 0.08, math.log(2))  # null exactly at T1 = 1 for the first sample
+    q = FLAIR(30.0, 0.08, math.log(2))  # null exactly at T1 = 1 for the first sample
     assert torch.autograd.gradgradcheck(lambda p_: q(p_), (p,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
@@ -246,7 +246,14 @@ BAD = [
     (lambda: SpinEcho(2.0, float("nan")), "TE must be finite"),
     (lambda: SpinEcho(2.0, 0.1, te_correction=0.0), "te_correction must be > 0"),
     (lambda: FLAIR(9.0, 0.1, 9.0), "TI must be shorter than TR"),
-    (lambda: FLAIR(9.0, 0.1, 12.0), "TI must be shorter than TR"),
+    (lambda: FLAIR(9.0, 0.1, 9.5), "TI must be shorter than TR"),
+    (lambda: SaturationRecovery([500.0, 1000.0, 2000.0]), r"saturation times = \[500, 1000, 2000\] .*looks like milliseconds.*<= 30 s"),
+    (lambda: SpoiledGRE(25.0, 5.0, 20.0), r"TR = 25 for a spoiled gradient echo looks like milliseconds.*<= 1 s, e.g. 0.025"),
+    (lambda: SpoiledGRE(0.025, 5.0, 20.0), r"TE = 5 looks like milliseconds.*<= 1 s"),
+    (lambda: SpoiledGRE(0.02, 0.005, 0.35), r"flip_angle_deg = 0.35 looks like radians"),
+    (lambda: SpinEcho(40.0, 0.1), r"TR = 40 looks like milliseconds.*<= 30 s"),
+    (lambda: InversionRecovery([0.5, 12.0]), r"inversion times = .* looks like milliseconds.*<= 10 s"),
+    (lambda: FLAIR(9.0, 0.1, 2500.0), r"TI = 2500 looks like milliseconds"),
     (lambda: FLAIR(9.0, 0.1, 0.0), "TI must be > 0"),
     (lambda: FLAIR(9000.0, 100.0, 2500.0), "looks like milliseconds"),
     (lambda: FLAIR(9.0, 0.1, 2.5, magnitude_eps=-1.0), "magnitude_eps must be >= 0"),
