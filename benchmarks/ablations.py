@@ -76,19 +76,8 @@ def train_only(key: str, preset: common.BenchmarkPreset, out: Path) -> dict[str,
 
 
 def ensure_trained(key: str, preset: common.BenchmarkPreset, out: Path, isolate: bool, extra: list[str]) -> dict[str, Any]:
-    stats = common.read_done(out / key)
-    if stats is not None:
-        print(f"{key}: already trained, not retraining", flush=True)
-        return stats
-    print(f"{key}: training {DESCRIPTIONS[key]} ({preset.total_steps} steps) ...", flush=True)
-    if isolate:
-        common.train_in_child("benchmarks.ablations", key, preset.name, out, extra)
-    else:
-        train_only(key, preset, out)
-    stats = common.read_done(out / key)
-    if stats is None:
-        raise RuntimeError(f"training {key} finished without writing {out / key / common.DONE}")
-    return stats
+    return common.ensure_done("benchmarks.ablations", key, out / key, f"{DESCRIPTIONS[key]} ({preset.total_steps} steps)",
+                              preset.name, out, isolate, extra, lambda: train_only(key, preset, out))
 
 
 def run(

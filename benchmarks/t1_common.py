@@ -30,14 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pinqi.config import PINQIConfig
-from pinqi.config import TrainConfig, cpu_preset as pinqi_cpu_preset
+from pinqi.config import PINQIConfig, TrainConfig
+from pinqi.config import cpu_preset as pinqi_cpu_preset
 from pinqi.config import micro_preset as pinqi_micro_preset
 from pinqi.config import paper_preset as pinqi_paper_preset
 
@@ -252,6 +253,27 @@ def train_in_child(module: str, method: str, preset: str, out: Path, extra: list
     result = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"training {method} failed (exit {result.returncode}): {' '.join(cmd)}")
+
+
+def ensure_done(
+    module: str, method: str, directory: Path, description: str, preset_name: str, out: Path, isolate: bool,
+    extra: list[str] | None, train_only: Callable[[], Any],
+) -> dict[str, Any]:
+    """``directory``'s training statistics, training ``method`` first (in a child process of
+    ``module`` when ``isolate``, else by ``train_only()``) unless its done marker exists."""
+    stats = read_done(directory)
+    if stats is not None:
+        print(f"{method}: already trained ({directory / DONE}), not retraining", flush=True)
+        return stats
+    print(f"{method}: training {description} ...", flush=True)
+    if isolate:
+        train_in_child(module, method, preset_name, out, extra)
+    else:
+        train_only()
+    stats = read_done(directory)
+    if stats is None:
+        raise RuntimeError(f"training {method} finished without writing {directory / DONE}")
+    return stats
 
 
 def git_revision() -> str:

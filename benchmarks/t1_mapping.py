@@ -50,11 +50,9 @@ def ensure_trained(
     method: str, preset: common.BenchmarkPreset, out: Path, isolate: bool = True, extra: list[str] | None = None
 ) -> dict[str, Any]:
     """The method's training statistics, training it first unless ``done.json`` exists."""
-    directory = method_dir(out, method)
-    stats = common.read_done(directory)
-    if stats is not None:
-        print(f"{method}: already trained ({directory / common.DONE}), not retraining", flush=True)
-        return stats
+    description = f"{preset.total_steps} steps x {preset.train.batch_size} samples"
+    return common.ensure_done("benchmarks.t1_mapping", method, method_dir(out, method), description, preset.name, out,
+                              isolate, extra, lambda: train_only(method, preset, out))
     print(f"{method}: training {preset.total_steps} steps x {preset.train.batch_size} samples ...", flush=True)
     if isolate:
         common.train_in_child("benchmarks.t1_mapping", method, preset.name, out, extra)

@@ -208,6 +208,17 @@ def read_h5_attrs(path: str | os.PathLike) -> dict[str, Any]:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
 
+def holds_fingerprint(path: str | os.PathLike, fingerprint: str) -> bool:
+    """Whether ``path`` is a readable HDF5 file whose ``fingerprint`` attribute is ``fingerprint``."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("fingerprint") == fingerprint)
+    except OSError:
+        return False  # unreadable: to be rewritten
+
+
 def ensure_t1_dataset_h5(path: str | os.PathLike, *, attrs: Mapping[str, Any] | None = None, **args: Any) -> Path:
     """Return ``path``, writing it from ``T1MappingDataset(**args)`` unless it already holds
     exactly that data.
@@ -230,13 +241,8 @@ def ensure_t1_dataset_h5(path: str | os.PathLike, *, attrs: Mapping[str, Any] | 
 
     path = Path(path)
     fp = dataset_fingerprint(args)
-    if path.is_file():
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("fingerprint") == fp:
-                    return path
-        except OSError:
-            pass  # unreadable: rewrite
+    if holds_fingerprint(path, fp):
+        return path
     ds = T1MappingDataset(**args)
     return write_t1_dataset_h5(ds, path, {**dict(attrs or {}), "fingerprint": fp,
                                           "arguments": json.dumps(_canonical(args), sort_keys=True)})

@@ -32,11 +32,10 @@ def simulate_split(
     :class:`simulation.T1MappingDataset` (seed ``seed + 1000·j`` for the j-th acceleration), so
     the groups are balanced. A file written with the same arguments and code version is reused.
     """
-    import h5py
     from torch.utils.data import ConcatDataset
 
     from simulation import T1MappingDataset, load_anatomy
-    from simulation.h5io import dataset_fingerprint, write_t1_dataset_h5
+    from simulation.h5io import dataset_fingerprint, holds_fingerprint, write_t1_dataset_h5
 
     path = Path(out) / f"{split}.h5"
     args = {
@@ -45,13 +44,8 @@ def simulate_split(
         "times": [float(t) for t in times], "seed": seed,
     }
     fingerprint = dataset_fingerprint(args)
-    if path.is_file():
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("fingerprint") == fingerprint:
-                    return path
-        except OSError:
-            pass  # unreadable: rewrite
+    if holds_fingerprint(path, fingerprint):
+        return path
     anatomy_kwargs: dict[str, Any] = {}
     if anatomy == "brainweb" and cache_dir is not None:
         anatomy_kwargs["cache_dir"] = cache_dir
