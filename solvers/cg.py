@@ -96,6 +96,7 @@ def cg(
     x0: torch.Tensor | None = None,
     tol: float = 1e-6,
     max_iter: int = 100,
+    check_finite: bool = True,
 ) -> CGResult:
     """Solve ``H x = b`` per sample with conjugate gradients.
 
@@ -116,6 +117,10 @@ def cg(
         ``max_iter`` iterations unless the residual becomes exactly zero).
     max_iter
         Maximum number of iterations (``>= 0``).
+    check_finite
+        Refuse a ``b`` or ``x0`` with NaN / inf (``ValueError``). The implicit backward passes of
+        :mod:`solvers` turn this off, so that a non-finite incoming gradient propagates as it
+        would through autograd instead of raising inside ``backward()``.
 
     Returns
     -------
@@ -146,6 +151,11 @@ def cg(
                 f"x0 must have the shape and dtype of b, {tuple(b.shape)} {b.dtype}; "
                 f"got {tuple(x0.shape)} {x0.dtype}"
             )
+    if check_finite:
+        for name, value in (("b", b), ("x0", x0)):
+            if value is not None and not bool(torch.isfinite(value.detach()).all()):
+                bad = int((~torch.isfinite(value.detach())).sum())
+                raise ValueError(f"{name} must be finite; got {bad} NaN or inf entries in shape {tuple(value.shape)}")
     if isinstance(tol, bool) or not isinstance(tol, Real) or not 0 <= tol < float("inf"):
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:

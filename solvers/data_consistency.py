@@ -240,6 +240,8 @@ def data_consistency(
     if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != shape or x0.dtype != dtype):
         got = f"{tuple(x0.shape)} {x0.dtype}" if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise ValueError(f"x0 must have the solution's shape and dtype {tuple(shape)} {dtype}; got {got}")
+    if x0 is not None:
+        _check_finite("x0", x0.detach())
 
     lam_sum = sum(lams, torch.zeros((), dtype=real_dtype, device=ahk.device))
     lam_sum_b = lam_sum.expand(batch, *([1] * (len(shape) - 1)))
@@ -255,7 +257,7 @@ def data_consistency(
         rhs = ahk
         for lam, target in zip(lams, targets):
             rhs = rhs + lam * target
-        result = cg(normal, rhs, x0, tol=tol, max_iter=max_iter)
+        result = cg(normal, rhs, x0, tol=tol, max_iter=max_iter, check_finite=False)
         _log_non_convergence("forward", result, tol)
         info = DataConsistencyInfo(forward=result)
         return (result.x, info) if return_info else result.x
@@ -269,7 +271,7 @@ def data_consistency(
         rhs = ahk.detach().clone()
         for lam, target in zip(lams, targets):
             rhs.add_(lam.detach() * target.detach())
-        result = cg(normal_const, rhs, None if x0 is None else x0.detach(), tol=tol, max_iter=max_iter)
+        result = cg(normal_const, rhs, None if x0 is None else x0.detach(), tol=tol, max_iter=max_iter, check_finite=False)
     _log_non_convergence("forward", result, tol)
     info = DataConsistencyInfo(forward=result)
     y_star = result.x
@@ -297,7 +299,7 @@ def data_consistency(
 
     def solve(grad: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            back = cg(normal_const, grad, tol=backward_tol, max_iter=backward_max_iter)
+            back = cg(normal_const, grad, tol=backward_tol, max_iter=backward_max_iter, check_finite=False)
         info.backward = back
         _log_non_convergence("backward", back, backward_tol)
         return back.x

@@ -61,7 +61,7 @@ class _ApplyInverseHessianCG(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, v: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        res = cg(ctx.hvp, v, tol=ctx.tol, max_iter=ctx.max_iter)
+        res = cg(ctx.hvp, v, tol=ctx.tol, max_iter=ctx.max_iter, check_finite=False)
         ctx.info.backward_cg = res
         if not bool(res.converged.all()):
             logger.warning(

@@ -207,3 +207,10 @@ def test_bad_inputs() -> None:
         cg(MatrixOp(h), torch.tensor(1.0, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating-point"):
         cg(MatrixOp(h), torch.ones(2, 4, dtype=torch.long))
+    bad = b.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"b must be finite; got 1 NaN or inf entries"):
+        cg(MatrixOp(h), bad)
+    with pytest.raises(ValueError, match=r"x0 must be finite"):
+        cg(MatrixOp(h), b, x0=torch.full((2, 4), float("inf"), dtype=torch.float64))
+    assert not torch.isfinite(cg(MatrixOp(h), bad, check_finite=False).x).all()

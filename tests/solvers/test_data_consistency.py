@@ -207,6 +207,10 @@ def test_bad_inputs_name_expected_and_got() -> None:
         data_consistency(p["matrix"], k, [])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"x0 must have the solution's shape"):
         data_consistency(op, k, [(0.1, y1)], x0=torch.zeros(2, 3, dtype=C128))
+    with pytest.raises(ValueError, match=r"x0 must be finite"):
+        data_consistency(op, k, [(0.1, y1)], x0=torch.full_like(y1, float("nan")))
+    with pytest.raises(ValueError, match=r"λ must be finite"):
+        data_consistency(op, k, [(float("inf"), y1)])
     with pytest.raises(ValueError, match="backward_tol"):
         data_consistency(op, k, [(0.1, y1)], backward_tol=-1.0)
     with pytest.raises(ValueError, match="max_iter"):
