@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -151,6 +151,37 @@ def _lambda(value: Any, index: int, batch: int, ndim: int, real_dtype: torch.dty
         raise ValueError(f"{name} must be finite and >= 0; got {detached.tolist()}")
     lam = value.to(device=device, dtype=real_dtype)
     return lam.reshape(batch, *([1] * (ndim - 1))) if lam.ndim == 1 else lam
+
+
+@overload
+def data_consistency(
+    A: LinearOperator,
+    k: torch.Tensor,
+    regs: Sequence[tuple[Lambda, torch.Tensor]],
+    x0: torch.Tensor | None = ...,
+    tol: float = ...,
+    max_iter: int = ...,
+    implicit: bool = ...,
+    backward_tol: float | None = ...,
+    backward_max_iter: int | None = ...,
+    return_info: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def data_consistency(
+    A: LinearOperator,
+    k: torch.Tensor,
+    regs: Sequence[tuple[Lambda, torch.Tensor]],
+    x0: torch.Tensor | None = ...,
+    tol: float = ...,
+    max_iter: int = ...,
+    implicit: bool = ...,
+    backward_tol: float | None = ...,
+    backward_max_iter: int | None = ...,
+    *,
+    return_info: Literal[True],
+) -> tuple[torch.Tensor, DataConsistencyInfo]: ...
 
 
 def data_consistency(

@@ -20,13 +20,8 @@ from torch.autograd.function import once_differentiable
 
 from solvers.cg import cg
 from solvers.fit_info import FitInfo
-from solvers.pixel_solvers import (
-    PixelObjective,
-    from_matrix_layout,
-    small_cholesky,
-    small_cholesky_solve,
-    to_matrix_layout,
-)
+from solvers.pixel_solvers import PixelObjective
+from solvers.small_matrices import from_matrix_layout, small_cholesky, small_cholesky_solve, to_matrix_layout
 
 __all__ = ["attach_implicit_gradient", "Backward"]
 

@@ -37,7 +37,8 @@ from torch.autograd import forward_ad as fwad
 
 from solvers.bounds import BoxReparametrisation
 from solvers.linear_amplitude import AmplitudeSpec, ridge_amplitude
-from solvers.pixel_solvers import STATUS, small_cholesky, small_cholesky_solve
+from solvers.pixel_solvers import STATUS
+from solvers.small_matrices import small_cholesky, small_cholesky_solve
 
 __all__ = ["varpro_pixels", "GRID_POINTS"]
 

@@ -257,3 +257,14 @@ def test_varpro_benchmark_quick_runs() -> None:
     assert all(r["solver"] == "varpro" and r["at_ref"] == 1.0 for r in rows)
     assert all(r["r1_ok"] >= 0.999 for r in rows if r["noise"] == 0)
     assert "ratio" in format_varpro_table(rows)
+
+
+def test_fit_info_reads_like_a_dict() -> None:
+    q = SaturationRecovery(torch.tensor(TIMES, dtype=DT))
+    p = t1_maps(1, 1, 2)
+    _, info = nonlinear_fit(q, q(p), p, 0.0, return_info=True)
+    assert info["objective"] is info.objective and "objective" in info
+    assert "hessian_fallback" not in info and "hessian_fallback" not in list(info.keys())
+    with pytest.raises(KeyError):
+        info["nope"]
+    assert isinstance(q, __import__("solvers").LinearAmplitudeModel)
