@@ -6,17 +6,19 @@ Writes ``benchmarks/results/real_data.md`` (``--quick``: a smaller run, printed 
 
 Phantom
     :func:`simulation.tube_phantom.tube_phantom` (the PINQI paper's Table I T1s, a random M0 phase),
-    saturation recovery at the model's times, 8 simulated coils, correlated coil noise (a random
-    covariance; its noise-only scans go into the file), a global intensity factor 1e3·e^{0.7i},
-    twofold readout oversampling. The k-space is written with the ``ismrmrd`` package
-    (:func:`pinqi.io.write_ismrmrd`) and read back with :func:`pinqi.io.read_raw`, which prewhitens
-    and removes the oversampling; coil maps are then estimated from the data
+    written by :func:`pinqi.io.examples.write_example_scan`: saturation recovery at the model's
+    times, 8 simulated coils, correlated coil noise (its noise-only scans in the file), a global
+    intensity factor 1e3·e^{0.7i}, twofold readout oversampling, 16 (64²) or 24 (192²)
+    calibration lines in the longest delay. The file is written with the ``ismrmrd`` package and
+    read back with :func:`pinqi.io.read_raw`, which prewhitens and removes the oversampling; coil
+    maps are then estimated from the data by ESPIRiT
     (:func:`pinqi.reconstruction.coil_maps_from_data`), as for a real scan. Reported: the RMS over
     the nine tubes of the error of the ROI-mean T1 [ms], for PINQI and CG-SENSE + pixel-wise fit
     on the same file (fully sampled, the latter *is* the pixel-wise fit of the data).
 Brain
-    The MNI152 test split at the model's image size, 8 coils, 8x, coil maps estimated from each
-    sample's own centre lines (Walsh) and, for comparison, the true maps. Reported: T1 nRMSE, MAE
+    The MNI152 test split at the model's image size, 8 coils, 8x plus the same calibration lines,
+    coil maps estimated from each sample's own calibration lines (ESPIRiT) and, for comparison,
+    the true maps. Reported: T1 nRMSE, MAE
     [s] and SSIM inside the brain.
 
 Targets (issue #14, DESIGN.md): fully sampled, PINQI <= 1.2x the pixel fit; at 8x, PINQI's phantom
@@ -34,52 +36,30 @@ from typing import Any
 
 import torch
 
-from operators import MultiCoilCartesianOp, simulate_coil_maps, variable_density_mask
 from pinqi.baselines.classical import cg_sense_fit
 from pinqi.evaluation import t1_metrics
-from pinqi.io import read_raw, write_ismrmrd
+from pinqi.io import read_raw
+from pinqi.io.examples import write_example_scan
 from pinqi.model import PINQI
 from pinqi.reconstruction import reconstruct
 from pinqi.training import load_pinqi
 from simulation import SaturationRecovery, T1MappingDataset
-from simulation.tube_phantom import TABLE_I_T1, TubePhantom, tube_phantom
+from simulation.tube_phantom import TABLE_I_T1
 
 from .t1_common import git_revision, markdown_table, timestamp, write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_data.md"
 N_COILS = 8
-NOISE_SIGMA = 0.005
-SCALE = 1e3 * complex(torch.polar(torch.tensor(1.0), torch.tensor(0.7)))
 
 
-def _correlated(c: int, g: torch.Generator) -> torch.Tensor:
-    """A lower-triangular ``(C, C)`` mixing matrix: coil noise ``L n`` has covariance ``L Lᴴ``."""
-    mix = torch.eye(c, dtype=torch.complex64) + 0.3 * torch.tril(torch.randn(c, c, dtype=torch.complex64, generator=g), -1)
-    return mix * (1 + 0.5 * torch.rand(c, generator=g))[:, None]
+def calibration_lines(size: int) -> int:
+    """ACS lines in the longest delay: 16 at 64², 24 at 192² (a clinical parallel-imaging calibration)."""
+    return max(16, size // 8)
 
 
-def phantom_file(folder: Path, size: int, acceleration: float, times: torch.Tensor, seed: int) -> tuple[Path, TubePhantom]:
-    """Simulate the phantom's k-space and write it as an ISMRMRD file; returns the path and the phantom."""
-    g = torch.Generator().manual_seed(seed)
-    ph = tube_phantom(size, generator=g)
-    csm = simulate_coil_maps(N_COILS, (size, size), object_mask=ph.object_mask, generator=g)
-    n_t = times.numel()
-    if acceleration == 1:
-        mask = torch.ones(n_t, size, size, dtype=torch.bool)
-    else:
-        mask = variable_density_mask(n_t, (size, size), acceleration=acceleration, generator=g).bool()
-    k = MultiCoilCartesianOp(csm[None], mask[None])(SaturationRecovery(times)(ph.params[None]))[0]
-    mix = _correlated(N_COILS, g)
-    noise = torch.einsum("cd,tdyx->tcyx", mix, torch.randn(k.shape, dtype=k.dtype, generator=g)) * NOISE_SIGMA
-    k = (k + noise * mask[:, None]) * SCALE
-    scans = (mix @ torch.randn(N_COILS, 4 * size, dtype=k.dtype, generator=g)) * NOISE_SIGMA * SCALE
-    path = write_ismrmrd(folder / f"phantom_{size}_{acceleration:g}x.h5", k, mask, times, noise=scans, oversampling=2)
-    return path, ph
-
-
-def tube_errors(t1: torch.Tensor, ph: TubePhantom) -> tuple[float, list[float]]:
+def tube_errors(t1: torch.Tensor, rois: torch.Tensor) -> tuple[float, list[float]]:
     """RMS over tubes of the ROI-mean T1 error [ms], and the ROI means [s]."""
-    means = torch.stack([t1[roi].mean() for roi in ph.rois]).double()
+    means = torch.stack([t1[roi].mean() for roi in rois]).double()
     rms = float((means - torch.tensor(TABLE_I_T1, dtype=torch.float64)).square().mean().sqrt()) * 1e3
     return rms, [round(float(v), 3) for v in means]
 
@@ -89,12 +69,14 @@ def phantom_rows(model: PINQI, sizes: list[int], accelerations: list[float], tim
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             for acc in accelerations:
-                path, ph = phantom_file(Path(tmp), size, acc, times, seed=11 + size)
-                raw = read_raw(path)
+                scan = write_example_scan(Path(tmp) / f"phantom_{size}_{acc:g}x.h5", "phantom", size=size,
+                                          n_coils=N_COILS, times=tuple(times.tolist()), acceleration=acc,
+                                          calibration_lines=calibration_lines(size), seed=11 + size)
+                raw = read_raw(scan.path)
                 for name, kwargs in (("PINQI", {"model": model}), ("CG-SENSE + fit", {"baseline": "cg-sense"})):
                     started = time.perf_counter()
                     result = reconstruct(raw, **kwargs)
-                    rms, means = tube_errors(result.t1[0], ph)
+                    rms, means = tube_errors(result.t1[0], scan.rois)
                     rows.append({"size": size, "acceleration": f"{acc:g}x", "method": name, "tube T1 RMS [ms]": f"{rms:.1f}",
                                  "seconds": f"{time.perf_counter() - started:.1f}", "tube means [s]": " ".join(f"{m:.3f}" for m in means)})
                     print(rows[-1])
@@ -104,7 +86,8 @@ def phantom_rows(model: PINQI, sizes: list[int], accelerations: list[float], tim
 def brain_rows(model: PINQI, n: int, acceleration: float) -> list[dict[str, Any]]:
     config = model.train_config
     data = T1MappingDataset(source="mni152", split="test", length=n, seed=2024, image_size=config.image_size,
-                            n_coils=N_COILS, times=config.times, acceleration=acceleration, estimated_csm=1.0)
+                            n_coils=N_COILS, times=config.times, acceleration=acceleration, estimated_csm=1.0,
+                            calibration_lines=calibration_lines(config.image_size), csm_method="espirit")
     q = SaturationRecovery(torch.tensor(config.times))
     results: dict[str, list[dict[str, torch.Tensor]]] = {}
     for i in range(n):

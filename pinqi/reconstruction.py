@@ -28,7 +28,7 @@ from .baselines.classical import cg_sense_fit
 from .io.types import RawT1Data
 from .model import PINQI
 
-__all__ = ["CoilMethod", "T1Reconstruction", "coil_maps_from_data", "check_times_match", "reconstruct"]
+__all__ = ["CoilMethod", "T1Reconstruction", "centre_lines", "coil_maps_from_data", "check_times_match", "reconstruct"]
 
 CoilMethod = Literal["walsh", "inati", "espirit"]
 TIME_TOLERANCE_S = 1e-3
@@ -69,26 +69,56 @@ class T1Reconstruction:
 
     @property
     def object_mask(self) -> torch.Tensor:
-        """``(S, Y, X)`` bool: pixels where the coil maps see signal."""
-        return self.csm.abs().square().sum(1) > 0.5
+        """``(S, Y, X)`` bool: where the coil maps see signal and ``|M0|`` exceeds 10 % of its 99th percentile."""
+        magnitude = self.m0.abs()
+        level = torch.quantile(magnitude.flatten(1).double(), 0.99, dim=1).to(magnitude.dtype)
+        return (self.csm.abs().square().sum(1) > 0.5) & (magnitude > 0.1 * level[:, None, None])
 
 
-def coil_maps_from_data(kspace: torch.Tensor, times: torch.Tensor, method: CoilMethod = "walsh") -> torch.Tensor:
+ESPIRIT_MIN_LINES = 6
+"""ESPIRiT's calibration kernel spans 6 lines; with fewer centre lines Walsh is used."""
+
+
+def centre_lines(mask: torch.Tensor) -> int:
+    """Number of consecutive lines around ``Y // 2`` sampled in every slice of ``mask`` ``(S, Y, X)``."""
+    lines = mask.any(-1).all(0)
+    centre = lines.shape[0] // 2
+    if not bool(lines[centre]):
+        return 0
+    below = lines[:centre].flip(0).int().cumprod(0).sum()
+    above = lines[centre:].int().cumprod(0).sum()
+    return int(below + above)
+
+
+def coil_maps_from_data(
+    kspace: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, method: CoilMethod = "espirit"
+) -> tuple[torch.Tensor, str]:
     """Coil maps ``(S, C, Y, X)`` from the centre lines of the longest-delay acquisition.
 
     Parameters
     ----------
     kspace
         ``(S, T, C, Y, X)`` complex, with fully sampled centre lines along ``Y``.
+    mask
+        ``(S, T, Y, X)`` sampling mask.
     times
         ``(T,)`` saturation times [s].
     method
-        ``"walsh"``, ``"inati"`` or ``"espirit"`` (see :func:`operators.estimate_coil_maps`).
+        ``"espirit"``, ``"walsh"`` or ``"inati"`` (see :func:`operators.estimate_coil_maps`).
+        ESPIRiT falls back to Walsh when the calibration region has fewer than
+        :data:`ESPIRIT_MIN_LINES` lines.
+
+    Returns
+    -------
+    The maps and the name of the estimator used.
     """
     if kspace.ndim != 5:
         raise ValueError(f"kspace must be (S, T, C, Y, X); got shape {tuple(kspace.shape)}")
-    longest = int(torch.as_tensor(times).argmax())
-    return estimate_coil_maps(kspace[:, longest : longest + 1], method=method)
+    times = torch.as_tensor(times)
+    if method == "espirit" and centre_lines(mask[:, int(times.argmax())]) < ESPIRIT_MIN_LINES:
+        method = "walsh"
+    maps = estimate_coil_maps(kspace, method, mask=mask, contrast="longest", times=times)
+    return maps, method
 
 
 def check_times_match(trained: torch.Tensor, measured: torch.Tensor) -> None:
@@ -108,7 +138,7 @@ def reconstruct(
     model: PINQI | None = None,
     *,
     baseline: Literal["cg-sense"] | None = None,
-    coil_method: CoilMethod = "walsh",
+    coil_method: CoilMethod = "espirit",
     csm: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> T1Reconstruction:
@@ -123,7 +153,8 @@ def reconstruct(
     baseline
         ``"cg-sense"``: Tikhonov CG-SENSE images, then a pixel-wise fit, instead of PINQI.
     coil_method
-        Coil-map estimator when neither ``csm`` nor the file gives maps.
+        Coil-map estimator when neither ``csm`` nor the file gives maps (:func:`coil_maps_from_data`;
+        the one used is recorded as ``header["coil_maps"]``).
     csm
         ``(S, C, Y, X)`` coil maps to use instead of estimating them.
     progress
@@ -148,9 +179,12 @@ def reconstruct(
             torch.tensor(trained.times) if trained is not None else model.signal_model.times, raw.times
         )
     maps = csm if csm is not None else raw.coil_maps
+    header = dict(raw.header)
     if maps is None:
-        maps = coil_maps_from_data(raw.kspace, raw.times, coil_method)
-    elif tuple(maps.shape) != (raw.n_slices, raw.n_coils, *raw.kspace.shape[-2:]):
+        maps, header["coil_maps"] = coil_maps_from_data(raw.kspace, raw.mask, raw.times, coil_method)
+    else:
+        header["coil_maps"] = "given" if csm is not None else "from the file"
+    if tuple(maps.shape) != (raw.n_slices, raw.n_coils, *raw.kspace.shape[-2:]):
         raise ValueError(
             f"csm must have shape {(raw.n_slices, raw.n_coils, *raw.kspace.shape[-2:])}; got {tuple(maps.shape)}"
         )
@@ -175,5 +209,5 @@ def reconstruct(
         csm=maps,
         method="PINQI" if baseline is None else "CG-SENSE + fit",
         times=raw.times.clone(),
-        header=dict(raw.header),
+        header=header,
     )

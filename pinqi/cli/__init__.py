@@ -1,4 +1,4 @@
-"""Command-line interface: ``pinqi simulate | train | evaluate | demo | map``.
+"""Command-line interface: ``pinqi simulate | train | evaluate | reconstruct | demo | map``.
 
 The parser and :func:`main` live here; the sub-commands in :mod:`pinqi.cli.commands` (PINQI and
 the shared ones) and :mod:`pinqi.cli.map` (W2Q), the markdown tables in :mod:`pinqi.cli.tables`.
@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .reconstruct import add_reconstruct
 
 DEFAULT_RUN_DIR = Path("runs")
 
@@ -80,10 +82,10 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pinqi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pinqi", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_map):
+    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_map, add_reconstruct):
         add(sub)
     return parser
 
@@ -113,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .map import run_map
 
             run_map(args)
+        elif args.command == "reconstruct":
+            from .reconstruct import run_reconstruct
+
+            run_reconstruct(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"pinqi {args.command}: error: {error}", file=sys.stderr)
         return 2
