@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .demo import add_demo
 from .reconstruct import add_reconstruct
 
 DEFAULT_RUN_DIR = Path("runs")
@@ -56,12 +57,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="simulate, train briefly on CPU, evaluate against CG-SENSE + fit")
-    p.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR / "demo")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's short run)")
-
-
 def _add_map(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("map", help="T1/T2/PD maps from T1w/T2w/FLAIR NIfTI images (W2Q)")
     p.add_argument("--t1w", type=Path)
@@ -85,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinqi", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_train, _add_evaluate, _add_demo, _add_map, add_reconstruct):
+    for add in (_add_simulate, _add_train, _add_evaluate, add_demo, _add_map, add_reconstruct):
         add(sub)
     return parser
 
@@ -108,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             evaluate(args)
         elif args.command == "demo":
-            from .commands import demo
+            from .demo import run_demo
 
-            demo(args)
+            run_demo(args)
         elif args.command == "map":
             from .map import run_map
 
