@@ -12,7 +12,10 @@ message that names the parameter, what was expected and what came. Rules:
   times <= 30 s; a GRE flip angle below 1 degree looks like radians;
 * TE < TR (spin echo, FLAIR, spoiled GRE, inversion-prepared GRE), TI < TR (FLAIR,
   inversion-prepared GRE), recovery times < TR for inversion recovery with a finite TR;
-* flip angles in (0, 180] degrees.
+* flip angles in (0, 180] degrees;
+* MP-RAGE (:func:`check_mprage`): the readout spacing τ <= 0.1 s (else milliseconds), TE < τ, the
+  readouts per inversion a whole number in [1, 4096], the first readout after the inversion
+  (TI > (N // 2) τ) and the train over before the next one (TI + (N − 1 − N // 2) τ <= TR).
 
 The checks accept python numbers, sequences and tensors (any shape); tensors are inspected
 without being modified or detached from their graph.
@@ -43,6 +46,7 @@ __all__ = [
     "check_flair",
     "check_spoiled_gre",
     "check_inversion_prepared_gre",
+    "check_mprage",
     "check_sequence",
 ]
 
@@ -56,6 +60,10 @@ MAX_TI = 10.0
 MAX_SATURATION_TIME = 30.0
 #: A gradient-echo flip angle below this many degrees is taken for radians.
 MIN_GRE_FLIP_ANGLE = 1.0
+#: Plausible maximum [s] of an MP-RAGE readout spacing (RepetitionTimeExcitation).
+MAX_ECHO_SPACING = 0.1
+#: Plausible maximum of the readouts per inversion (NumberShots).
+MAX_READOUTS = 4096
 
 
 def as_sequence_tensor(name: str, value: Any) -> torch.Tensor:
@@ -190,6 +198,32 @@ def check_inversion_prepared_gre(tr: Any, te: Any, ti: Any, flip_angle_deg: Any)
     check_shorter("TI", ti, "TR", tr)
 
 
+def check_mprage(tr: Any, te: Any, ti: Any, flip_angle_deg: Any, tr_excitation: Any = None,
+                 n_readouts: Any = None) -> None:
+    """MP-RAGE: the inversion-prepared GRE rules, and with the echo train (``tr_excitation`` τ [s],
+    ``n_readouts`` N) 0 < τ <= 0.1 s, TE < τ, N a whole number in [1, 4096], the first readout
+    after the inversion and the last before the next (TI, TR measured as in :mod:`simulation.mprage`)."""
+    check_inversion_prepared_gre(tr, te, ti, flip_angle_deg)
+    if tr_excitation is None and n_readouts is None:
+        return
+    if tr_excitation is None or n_readouts is None:
+        raise ValueError("MP-RAGE needs both tr_excitation (readout spacing, s) and n_readouts (readouts per inversion)")
+    check_time("tr_excitation", tr_excitation, limit=MAX_ECHO_SPACING, what="an MP-RAGE readout spacing")
+    check_shorter("TE", te, "tr_excitation", tr_excitation)
+    n = _values("n_readouts", n_readouts)
+    if ((n < 1) | (n > MAX_READOUTS) | (n != n.round())).any():
+        raise ValueError(f"n_readouts must be a whole number in [1, {MAX_READOUTS}]; got {_show(n)}")
+    tau, t_i, t_r = _values("tr_excitation", tr_excitation), _values("TI", ti), _values("TR", tr)
+    before = torch.div(n, 2, rounding_mode="floor") * tau
+    if (before >= t_i).any():
+        raise ValueError(f"TI must exceed the readouts before the centre, (N // 2) * tr_excitation = {_show(before)} s; "
+                         f"got TI = {_show(t_i)} s")
+    end = t_i + (n - 1 - torch.div(n, 2, rounding_mode="floor")) * tau
+    if (end > t_r).any():
+        raise ValueError(f"the echo train must end before the next inversion: TI + (N - 1 - N // 2) * tr_excitation = "
+                         f"{_show(end)} s > TR = {_show(t_r)} s")
+
+
 _CHECKS = {
     "sr": check_saturation_recovery,
     "saturation_recovery": check_saturation_recovery,
@@ -201,7 +235,7 @@ _CHECKS = {
     "flair": check_flair,
     "gre": check_spoiled_gre,
     "spoiled_gre": check_spoiled_gre,
-    "mprage": check_inversion_prepared_gre,
+    "mprage": check_mprage,
     "inversion_prepared_gre": check_inversion_prepared_gre,
 }
 
