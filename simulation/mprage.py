@@ -84,19 +84,9 @@ class MPRAGE(WeightedSignalModel):
     ``per_sample``); the signal is ``(B, T, Y, X)`` for parameters ``(B, 3, Y, X)``.
     """
 
-    def __init__(
-        self,
-        tr: TensorLike,
-        te: TensorLike,
-        ti: TensorLike,
-        flip_angle_deg: TensorLike,
-        tr_excitation: TensorLike,
-        n_readouts: TensorLike,
-        *,
-        magnitude: bool = True,
-        magnitude_eps: float = 1e-3,
-        per_sample: bool = False,
-    ) -> None:
+    def __init__(self, tr: TensorLike, te: TensorLike, ti: TensorLike, flip_angle_deg: TensorLike,
+                 tr_excitation: TensorLike, n_readouts: TensorLike, *, magnitude: bool = True,
+                 magnitude_eps: float = 1e-3, per_sample: bool = False) -> None:
         super().__init__(per_sample=per_sample, tr=tr, te=te, ti=ti, flip_angle_deg=flip_angle_deg,
                          tr_excitation=tr_excitation, n_readouts=n_readouts)
         s = self._sequence
