@@ -54,6 +54,11 @@ class PINQIConfig(ConfigMixin):
         (ablation (e): ``gd_steps`` learned-step gradient steps) or "none" (ablation (d): p = P_θ(y)).
     shared_regularisers
         Ablation (f): Y_θ and P_θ evaluated once on y₀ and the results kept for all iterations.
+    prior_weight
+        ``"constant"`` (the paper): the λ as learned. ``"unsampled"``: λ_q, λ_y and λ_p multiplied
+        per sample by the share of Cartesian k-space that was *not* sampled, so the priors fade as
+        the data improve and fully sampled data get exactly the pixel-wise fit (a trained prior
+        otherwise pulls T1s outside its training range towards it).
     checkpoint_networks
         Recompute U-Net activations in the backward pass. On by default: at 192², batch 8 the
         U-Net activations alone would take about 24 GB; with it the training step fits in 12 GB.
@@ -80,6 +85,7 @@ class PINQIConfig(ConfigMixin):
     gd_steps: int = 5
     shared_regularisers: bool = False
     checkpoint_networks: bool = True
+    prior_weight: str = "constant"
 
     def __post_init__(self) -> None:
         if self.n_iterations < 1:
@@ -89,6 +95,8 @@ class PINQIConfig(ConfigMixin):
                 "fit_mode must be one of 'implicit', 'unrolled', 'gradient-descent', 'none'; "
                 f"got {self.fit_mode!r}"
             )
+        if self.prior_weight not in ("constant", "unsampled"):
+            raise ValueError(f"prior_weight must be 'constant' or 'unsampled'; got {self.prior_weight!r}")
         if self.fit_solver not in ("auto", "varpro", "lbfgs", "gauss-newton"):
             raise ValueError(
                 f"fit_solver must be 'auto', 'varpro', 'lbfgs' or 'gauss-newton'; got {self.fit_solver!r}"
@@ -289,12 +297,13 @@ def ship_preset() -> TrainConfig:
     (the reconstruction of measured data has no true maps); class T1 drawn from 0.1–5 s in 30 % of
     samples and elliptical inserts in 50 % (phantom tubes, lesions); a global intensity factor from
     1e-3 to 1e3 and a uniform global phase. The fit is the variable-projection solver, which finds
-    the global minimum for any M0 phase and scale. 20000 steps set the cosine schedule's length; training runs
+    the global minimum for any M0 phase and scale. The learned priors are weighted by the share of
+    k-space not sampled (``prior_weight="unsampled"``), so fully sampled data are fitted as they are. 20000 steps set the cosine schedule's length; training runs
     across working periods from the resumable checkpoint in ``pinqi/weights/training/``.
     """
     base = cpu_preset()
     return base.replace(
-        model=base.model.replace(fit_solver="varpro"),
+        model=base.model.replace(fit_solver="varpro", prior_weight="unsampled"),
         acceleration=(1.0, 10.0),
         calibration_lines=16,
         csm_method="espirit",

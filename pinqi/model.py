@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,7 @@ from operators import LinearOperator, MultiCoilCartesianOp, MultiCoilNUFFTOp
 from solvers import cg, data_consistency, nonlinear_fit
 
 from .common.bounded import inverse_softplus
+from .common.model_types import Lambdas, SignalModel, _Priors
 from .config import PINQIConfig
 from .networks import ImageNet, ParameterNet
 
@@ -67,59 +67,6 @@ SCALE_QUANTILE = 0.99
 
 NETWORK_SCALED_BOUND = 8.0
 """P_θ's output range for parameters in arbitrary units (M0), in units of the image RMS scale."""
-
-
-class SignalModel(Protocol):
-    """What PINQI needs of a signal model ``q`` (e.g. :class:`simulation.SaturationRecovery`).
-
-    ``q(p)`` maps parameters ``(B, P, Y, X)`` real to images ``(B, T, Y, X)`` complex,
-    differentiably; ``bounds`` are ``P`` lower and ``P`` upper values, ``initial_value`` ``P``
-    values inside them, ``parameter_units`` ``P`` unit strings ("a.u." marks an amplitude such as
-    M0, which scales with the data).
-    """
-
-    bounds: tuple[tuple[float, ...], tuple[float, ...]]
-    initial_value: tuple[float, ...]
-    parameter_units: tuple[str, ...]
-
-    @property
-    def n_parameters(self) -> int: ...
-
-    @property
-    def n_contrasts(self) -> int: ...
-
-    def __call__(self, p: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Lambdas:
-    """The positive regularisation strengths of every iteration, each ``(T,)``.
-
-    Attributes
-    ----------
-    p
-        λ_p, the weight of the parameter prior ``||p − P_θ(y)||²`` in the fit.
-    y
-        λ_y, the weight of the image prior ``||y − Y_θ(y)||²`` in data consistency.
-    q
-        λ_q, the weight of the signal-model term ``||y − q(p)||²`` in data consistency.
-    """
-
-    p: torch.Tensor
-    y: torch.Tensor
-    q: torch.Tensor
-
-    def as_lists(self) -> dict[str, list[float]]:
-        """``{"lambda_p": [...], "lambda_y": [...], "lambda_q": [...]}`` (the training log's keys)."""
-        return {f"lambda_{k}": v.detach().cpu().tolist() for k, v in (("p", self.p), ("y", self.y), ("q", self.q))}
-
-
-@dataclass
-class _Priors:
-    """The learned priors of one forward call, ``Y_θ`` (or None) and ``P_θ``: (y, i) -> tensor."""
-
-    image: Callable[[torch.Tensor, int], torch.Tensor] | None
-    parameters: Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class PINQI(nn.Module):
@@ -328,6 +275,14 @@ class PINQI(nn.Module):
         return self.rescale_parameters(self.parameter_net(blend, 0), scale), scale
 
     # -- the pieces the ablations choose between (see _choose_ablation) ------------------------
+    def prior_weight(self, mask: torch.Tensor | None, kspace: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` factor on every λ: 1, or the unsampled share of k-space (``config.prior_weight``)."""
+        ones = torch.ones(kspace.shape[0], dtype=kspace.real.dtype, device=kspace.device)
+        if self.config.prior_weight == "constant" or mask is None:
+            return ones
+        sampled = (mask != 0).to(ones.dtype).expand(*kspace.shape[:2], *kspace.shape[-2:]).mean(dim=(1, 2, 3))
+        return ones - sampled
+
     def _iteration_priors(self, y0: torch.Tensor, p0: torch.Tensor) -> _Priors:
         return _Priors(image=self.image_net, parameters=self.parameter_net)
 
@@ -427,17 +382,17 @@ class PINQI(nn.Module):
         lam = self.lambdas()
 
         y0 = self.initial_image(operator, kspace)
-        scale = self.data_scale(y0)
+        scale, w = self.data_scale(y0), self.prior_weight(mask, kspace)
         kspace, y = kspace / scale.view(-1, *([1] * (kspace.ndim - 1))).to(kspace.dtype), y0 / scale.view(-1, 1, 1, 1)
         p = self.parameter_net(y, 0)
         priors = self._priors(y, p)
         images, parameters = [y], [p]
         for i in range(1, cfg.n_iterations + 1):
             # (1) y_i = argmin_y ||A y − k||² + λ_q ||y − q(p_{i−1})||² + λ_y ||y − Y_θ(y_{i−1})||²
-            terms = [(getattr(lam, name)[i - 1], term(q, p, y, i, priors)) for name, term in self._image_terms]
+            terms = [(getattr(lam, n)[i - 1] * w, term(q, p, y, i, priors)) for n, term in self._image_terms]
             y = data_consistency(operator, kspace, terms, x0=y.detach(), tol=cfg.cg_tol, max_iter=cfg.cg_max_iter)
             # (2) p_i = argmin_p ||q(p) − y_i||² + λ_p ||p − P_θ(y_i)||²
-            p_reg, lam_p = self._parameter_prior(priors, y, i, lam.p[i - 1], p)
+            p_reg, lam_p = self._parameter_prior(priors, y, i, lam.p[i - 1] * w, p)
             p = self._solve_fit(q, y, p_reg, lam_p, p, i)
             images.append(y)
             parameters.append(p)

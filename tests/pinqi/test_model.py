@@ -126,3 +126,25 @@ def test_all_zero_kspace_is_refused():
     model = PINQI(q, TINY)
     with pytest.raises(ValueError, match="all zero"):
         model(torch.zeros_like(k), csm, mask)
+
+
+def test_unsampled_prior_weight_fits_fully_sampled_data_as_they_are():
+    """prior_weight="unsampled": with every line sampled, PINQI returns the pixel-wise fit of the data."""
+    from pinqi.baselines.classical import pixelwise_fit
+
+    q, k, csm, mask, params, inside = tiny_problem(torch.complex128)
+    from operators import MultiCoilCartesianOp
+
+    full = torch.ones_like(mask)
+    k = MultiCoilCartesianOp(csm, full)(q(params))
+    model = PINQI(q, TINY.replace(prior_weight="unsampled", fit_solver="varpro")).double()
+    with torch.no_grad():
+        out = model(k, csm, full)
+    assert torch.equal(model.prior_weight(full, k), torch.zeros(1, dtype=torch.float64))
+    assert 0.4 < float(model.prior_weight(mask, k)) < 0.6
+    r1 = out.final[:, 2][inside]
+    assert torch.allclose(r1, params[:, 2][inside], rtol=1e-7)
+    constant = PINQI(q, TINY.replace(fit_solver="varpro")).double()
+    with torch.no_grad():
+        biased = constant(k, csm, full).final[:, 2][inside]
+    assert not torch.allclose(biased, params[:, 2][inside], rtol=1e-3)
