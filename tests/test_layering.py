@@ -14,9 +14,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("operators", "solvers", "simulation", "pinqi")
 PROJECT = (*LIBRARY, "benchmarks", "tests")
-# Tests being rewritten elsewhere that still import ``benchmarks`` (to be fixed there; remove then).
-PENDING_BENCHMARK_IMPORTS = {"tests/solvers/test_nonlinear_fit.py", "tests/solvers/test_data_consistency.py",
-                             "tests/operators/test_cartesian.py"}
 ALLOWED = {"operators": {"operators"}, "solvers": {"solvers", "operators"},
            "simulation": {"simulation", "operators"}}
 
@@ -122,7 +119,7 @@ def test_no_test_outside_tests_benchmarks_imports_benchmarks() -> None:
         if "benchmarks" not in p.relative_to(ROOT / "tests").parts[:1]
         and any(m.split(".")[0] == "benchmarks" for m in _imports(p))
     ]  # fmt: skip
-    assert sorted(set(offenders) - PENDING_BENCHMARK_IMPORTS) == []
+    assert sorted(offenders) == []
 
 
 def test_pinqi_has_at_most_15_top_level_modules() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,16 +284,3 @@ def test_bad_inputs_raise_with_expected_and_received() -> None:
         FFTOp()(p.x[0, 0, 0])
     with pytest.raises(ValueError, match=r"max_iter must be >= 1; got 0"):
         operator_norm(op, p.x, max_iter=0)
-
-
-# ------------------------------------------------------------------------------------ benchmark
-def test_operator_benchmark_quick_runs(tmp_path: Path) -> None:
-    from benchmarks.operators import main
-
-    out = tmp_path / "operators.md"
-    main(["--quick", "--out", str(out)])
-    text = out.read_text()
-    assert "| full-path gram / 2-D FFT floor |" in text and "| fast-path gram / 2-D FFT floor |" in text
-    assert "table fwd+adj / Toeplitz gram" in text
-    assert "torch" in text and "threads" in text
-    assert not list(tmp_path.glob("*.tmp"))

@@ -401,12 +401,3 @@ def test_objective_decreases_and_info_consistent() -> None:
     final = objective(prob["q"], prob["y"], prob["p_reg"], lam, p)
     assert (final < start).all()
     torch.testing.assert_close(info["objective"], final, rtol=1e-10, atol=1e-14)
-
-
-def test_benchmark_quick_runs() -> None:
-    from benchmarks.solvers_fit import format_table, run
-
-    rows = run(quick=True)
-    assert {r["method"] for r in rows} >= {"lbfgs", "gauss-newton"}
-    assert all(r["forward_s"] > 0 and r["backward_s"] > 0 and math.isfinite(r["objective"]) for r in rows)
-    assert "| lbfgs |" in format_table(rows)

@@ -250,15 +250,6 @@ def test_varpro_requests_that_cannot_be_met() -> None:
         nonlinear_fit(lambda t: q(t), y.detach(), p, 0.1, solver="varpro")
 
 
-def test_varpro_benchmark_quick_runs() -> None:
-    from benchmarks.solvers_fit import format_varpro_table, run_varpro
-
-    rows = run_varpro(quick=True)
-    assert all(r["solver"] == "varpro" and r["at_ref"] == 1.0 for r in rows)
-    assert all(r["r1_ok"] >= 0.999 for r in rows if r["noise"] == 0)
-    assert "ratio" in format_varpro_table(rows)
-
-
 def test_fit_info_reads_like_a_dict() -> None:
     q = SaturationRecovery(torch.tensor(TIMES, dtype=DT))
     p = t1_maps(1, 1, 2)
