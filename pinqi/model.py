@@ -10,13 +10,13 @@ with per-iteration learnable λ kept positive by a softplus. The initial image y
 CG iterations on the normal equations (without gradient: it is preprocessing of the measured
 data), and the initial parameters from p₀ = P_θ(y₀).
 
-Intensity scale. Scanner k-space comes in arbitrary units, but the fit's ``λ_p ||p − P_θ(y)||²``
-weighs M0 (data units) against R1 (1/s). :meth:`PINQI.forward` therefore divides the k-space by
-a robust scale ``s`` of the data — the 99th percentile over pixels of ``max_t |y₀|`` — runs the
-iterations on ``k / s`` and multiplies the M0 maps and the images back by ``s``. Since ``s(α k) =
-|α| s(k)``, ``PINQI(α k) = (α M0, R1)`` for any ``α > 0`` up to float rounding, and a global phase
-``e^{iφ}`` reaches only M0's phase and the networks (trained with uniform global phases).
-``s`` is a constant of the graph (no gradient flows through it).
+Intensity scale and phase. Scanner k-space comes in arbitrary units and with an arbitrary global
+phase, but the fit's ``λ_p ||p − P_θ(y)||²`` weighs M0 (data units) against R1 (1/s).
+:meth:`PINQI.forward` therefore divides the k-space by a robust complex scale ``c = s e^{iθ}`` of
+the data — ``s`` the 99th percentile over pixels of ``max_t |y₀|``, ``θ`` the phase of ``Σ y₀`` —
+runs the iterations on ``k / c`` and multiplies the M0 maps and the images back by ``c``. Since
+``c(a k) = a c(k)`` for any complex ``a ≠ 0``, ``PINQI(a k) = (a M0, R1)`` up to float rounding.
+``c`` is a constant of the graph (no gradient flows through it).
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ class PINQI(nn.Module):
         # P_θ sees images divided by their RMS scale s, so parameters in arbitrary units (M0)
         # are predicted in units of s and multiplied back; physical ones (R1) stay absolute.
         scaled = tuple(i for i, unit in enumerate(signal_model.parameter_units) if unit == "a.u.")
+        self._complex_amplitude = bool(getattr(signal_model, "complex_amplitude", False)) and len(scaled) == 2
         head_lower = tuple(-NETWORK_SCALED_BOUND if i in scaled else lo for i, lo in enumerate(bounds[0]))
         head_upper = tuple(NETWORK_SCALED_BOUND if i in scaled else hi for i, hi in enumerate(bounds[1]))
         initial = tuple(0.0 if i in scaled else float(v) for i, v in enumerate(signal_model.initial_value))
@@ -212,7 +213,9 @@ class PINQI(nn.Module):
         """The robust intensity scale ``s`` ``(B,)`` of initial images ``y0`` ``(B, T, Y, X)``.
 
         ``s`` = the :data:`SCALE_QUANTILE` quantile over pixels of ``max_t |y0|``, computed without
-        gradient. Raises ValueError for a sample whose images are all zero (empty k-space).
+        gradient; for a signal model with a complex amplitude it is complex, ``s · e^{iθ}`` with
+        ``θ`` the phase of ``Σ y0`` (the intensity-weighted mean M0 phase), so that a global phase
+        of the data is removed too. Raises ValueError for a sample whose images are all zero.
         """
         with torch.no_grad():
             peak = y0.abs().amax(dim=1).flatten(1)
@@ -226,12 +229,21 @@ class PINQI(nn.Module):
                     "there is no signal to reconstruct"
                 )
             # a sparse object can have a zero quantile: fall back to the peak
-            return torch.where(scale > 0, scale, peak.amax(dim=1))
+            scale = torch.where(scale > 0, scale, peak.amax(dim=1))
+            if not self._complex_amplitude:
+                return scale
+            total = y0.sum(dim=(1, 2, 3))
+            return scale * torch.polar(torch.ones_like(scale), total.angle())
 
     def rescale_parameters(self, p: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Parameters ``(B, P, Y, X)`` with the amplitude channels (M0) multiplied by ``scale`` ``(B,)``."""
-        factor = torch.ones(p.shape[:2], dtype=p.dtype, device=p.device)
+        """Parameters ``(B, P, Y, X)`` with the amplitude (M0) multiplied by ``scale`` ``(B,)``, real or complex."""
         idx = list(self.parameter_net.scaled_parameters)
+        if scale.is_complex():
+            m0 = torch.complex(p[:, idx[0]], p[:, idx[1]]) * scale.to(torch.complex(p, p).dtype).view(-1, 1, 1)
+            p = p.clone()
+            p[:, idx[0]], p[:, idx[1]] = m0.real, m0.imag
+            return p
+        factor = torch.ones(p.shape[:2], dtype=p.dtype, device=p.device)
         factor[:, idx] = scale.to(p.dtype).view(-1, 1)
         return p * factor[..., None, None]
 
@@ -272,7 +284,7 @@ class PINQI(nn.Module):
         scale = self.data_scale(y0)
         a = alpha.to(y0.real.dtype).view(-1, 1, 1, 1)
         blend = (a * y0 + (1 - a) * images) / scale.view(-1, 1, 1, 1)
-        return self.rescale_parameters(self.parameter_net(blend, 0), scale), scale
+        return self.rescale_parameters(self.parameter_net(blend, 0), scale), scale.abs()
 
     # -- the pieces the ablations choose between (see _choose_ablation) ------------------------
     def prior_weight(self, mask: torch.Tensor | None, kspace: torch.Tensor) -> torch.Tensor:
@@ -400,5 +412,5 @@ class PINQI(nn.Module):
         return PINQIOutput(
             parameters=[self.rescale_parameters(v, scale) for v in parameters],
             images=[v * image_scale for v in images],
-            scale=scale,
+            scale=scale.abs(),
         )
