@@ -1,8 +1,11 @@
 """Small shape/dtype checks shared by the operators.
 
-Every check raises a ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong shape) whose
-message names what was expected and what came. The checks only look at metadata (shape, dtype),
-never at values, so they are cheap enough to run on every operator application.
+Every check raises a ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong shape or value)
+whose message names what was expected and what came. The shape/dtype checks only look at
+metadata and run on every operator application. The value checks (:func:`require_finite`,
+:func:`require_nonzero`) cost one reduction: operators run them on the tensors they are built
+from (coil maps, masks) and on the inputs of ``forward``/``adjoint``, not inside ``gram`` (the
+solvers' inner loop, whose right-hand side :func:`solvers.cg` checks itself).
 """
 
 from __future__ import annotations
@@ -91,3 +94,49 @@ def require_batch_broadcast(name: str, batch: Sequence[int], target_name: str,
             f"the batch dims {shape_str(batch)} of {name} must broadcast to the batch dims "
             f"{shape_str(target)} of {target_name}"
         )
+
+
+def require_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Require every value of ``t`` to be finite (no NaN or ±inf); raise ``ValueError`` otherwise.
+
+    One sum decides in the common case (a finite sum means finite values); only a non-finite sum
+    (NaN/inf, or an overflow of huge finite values) pays for the element-wise test.
+    """
+    with torch.no_grad():
+        values = t.detach()
+        if values.numel() == 0 or values.dtype == torch.bool or not (values.is_floating_point() or values.is_complex()):
+            return t
+        if bool(torch.isfinite(values.sum())):
+            return t
+        bad = ~torch.isfinite(values)
+        count = int(bad.sum())
+        if count:
+            raise ValueError(f"{name} must be finite; it has {count} NaN or inf value(s) of {values.numel()}")
+    return t
+
+
+def require_nonzero(name: str, t: torch.Tensor, sample_dims: int, what: str) -> torch.Tensor:
+    """Refuse ``t`` where all of its last ``sample_dims`` dims are zero for some leading index.
+
+    Parameters
+    ----------
+    name
+        The argument's name quoted in the message (e.g. ``"csm"``).
+    t
+        The tensor; ``t.shape[:-sample_dims]`` indexes its samples (e.g. batch and time).
+    sample_dims
+        How many trailing dims form one sample (e.g. 3 for coil maps ``(C, Y, X)``).
+    what
+        What an all-zero sample means, e.g. ``"coil maps with no sensitivity"``.
+    """
+    with torch.no_grad():
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {shape_str(t.shape)}); {what}")
+        flat = t.detach().reshape(*t.shape[: t.ndim - sample_dims], -1) if t.ndim > sample_dims \
+            else t.detach().reshape(1, -1)
+        empty = ~(flat != 0).any(dim=-1)
+        if bool(empty.any()):
+            where = [tuple(i) if len(i) > 1 else int(i[0]) for i in empty.nonzero().tolist()][:8] if t.ndim > sample_dims else []
+            at = f" at index {where}" if where else ""
+            raise ValueError(f"{name} is all zero{at}: {what}")
+    return t

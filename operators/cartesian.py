@@ -33,7 +33,9 @@ import torch
 
 from operators._validation import (
     require_batch_broadcast,
+    require_finite,
     require_min_ndim,
+    require_nonzero,
     shape_str,
 )
 from operators.linear_operator import LinearOperator
@@ -69,6 +71,7 @@ class MultiCoilCartesianOp(LinearOperator):
         csm = check_csm(csm)
         mask, binary = check_mask("mask", mask)
         require_min_ndim("mask", mask, 3, "(*b, T, Y, X) or broadcastable")
+        require_nonzero("mask", mask, 3, "a mask that samples nothing measures no data")
         y, x = csm.shape[-2:]
         if mask.shape[-2] not in (1, y) or mask.shape[-1] not in (1, x):
             raise ValueError(
@@ -118,7 +121,7 @@ class MultiCoilCartesianOp(LinearOperator):
     # ----------------------------------------------------------------- operator
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """k-space ``(*b, T, C, Y, X)`` of the image series ``x (*b, T, Y, X)``."""
-        x = self._check_x(x)
+        x = require_finite("x", self._check_x(x))
         # ifftshift(csm · x) = ifftshift(csm) · ifftshift(x): roll the small tensors only.
         csm = torch.fft.ifftshift(self.csm, dim=_YX)
         z = csm.unsqueeze(-4) * torch.fft.ifftshift(x, dim=_YX).unsqueeze(-3)
@@ -127,7 +130,7 @@ class MultiCoilCartesianOp(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Coil-combined image ``(*b, T, Y, X)`` of k-space ``y (*b, T, C, Y, X)``."""
-        y = check_coil_kspace(y, self.csm, "y")
+        y = require_finite("y", check_coil_kspace(y, self.csm, "y"))
         self._check_mask_against("y", y.shape[-4], y.shape[:-4])
         k = torch.fft.ifftshift(y * self.mask.unsqueeze(-3), dim=_YX)
         z = torch.fft.ifft2(k, norm="ortho")

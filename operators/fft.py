@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from operators._validation import require_min_ndim, require_tensor
+from operators._validation import require_finite, require_min_ndim, require_tensor
 from operators.linear_operator import LinearOperator
 
 
@@ -89,11 +89,11 @@ class FFTOp(LinearOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Centred FFT of ``x`` along ``self.dims``; output has the shape of ``x``."""
-        return centered_fft(self._check("x", x), self.dims)
+        return centered_fft(require_finite("x", self._check("x", x)), self.dims)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Centred inverse FFT of ``y`` along ``self.dims``; output has the shape of ``y``."""
-        return centered_ifft(self._check("y", y), self.dims)
+        return centered_ifft(require_finite("y", self._check("y", y)), self.dims)
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """Identity (the transform is unitary)."""

@@ -60,7 +60,7 @@ from collections.abc import Sequence
 import torch
 
 from operators import finufft_backend
-from operators._validation import require_complex, require_tensor, shape_str
+from operators._validation import require_complex, require_finite, require_tensor, shape_str
 from operators.gridding import Gridding, gridding_circulant, real_dtype
 from operators.linear_operator import LinearOperator, ProductOperator
 from operators.sensitivity import SensitivityOp, check_csm
@@ -288,7 +288,7 @@ class NUFFTOp(LinearOperator):
     # ------------------------------------------------------------------ operator
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``sqrt(w) · N x``: coil images ``(*b, T, C, Y, X)`` -> k-space ``(*b, T, C, K)``."""
-        x = self._check_image(x)
+        x = require_finite("x", self._check_image(x))
         batch, c = tuple(x.shape[:-4]), x.shape[-3]
         k = self._transform(x.reshape(-1, c, *self.im_size), batch, adjoint=False)
         k = k.reshape(*batch, self.n_times, c, self.n_samples)
@@ -298,7 +298,7 @@ class NUFFTOp(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``Nᴴ(sqrt(w) · y)``: k-space ``(*b, T, C, K)`` -> coil images ``(*b, T, C, Y, X)``."""
-        y = self._check_data(y)
+        y = require_finite("y", self._check_data(y))
         batch, c = tuple(y.shape[:-3]), y.shape[-2]
         sqrt_w = self._sqrt_density(y.dtype, y.device)
         y = y * (self._scale if sqrt_w is None else self._scale * sqrt_w)
@@ -426,7 +426,7 @@ class MultiCoilNUFFTOp(ProductOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image series ``(*b, T, Y, X)`` -> multi-coil k-space ``(*b, T, C, K)``."""
-        return super().forward(self._check_image(x))
+        return super().forward(require_finite("x", self._check_image(x)))
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """``AᴴA x`` via Toeplitz embedding, ``(*b, T, Y, X)`` -> same shape."""

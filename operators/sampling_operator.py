@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from operators._validation import require_real, require_tensor, shape_str
+from operators._validation import require_finite, require_real, require_tensor, shape_str
 from operators.linear_operator import LinearOperator
 
 
@@ -37,11 +37,13 @@ def check_mask(name: str, mask: object) -> tuple[torch.Tensor, bool]:
     TypeError
         Complex or integer masks.
     ValueError
-        Values outside ``[0, 1]``.
+        Values outside ``[0, 1]`` or NaN. (An all-zero mask is a valid operator here;
+        :class:`operators.MultiCoilCartesianOp` refuses one.)
     """
     mask = require_real(name, mask)
     if mask.dtype == torch.bool:
         return mask.to(torch.float32), True
+    require_finite(name, mask)
     with torch.no_grad():
         lo, hi = (float(v) for v in torch.aminmax(mask)) if mask.numel() else (0.0, 0.0)
         if lo < 0 or hi > 1:

@@ -14,16 +14,21 @@ from operators._validation import (
     require_batch_broadcast,
     require_complex,
     require_dtype,
+    require_finite,
     require_min_ndim,
+    require_nonzero,
     require_trailing,
 )
 from operators.linear_operator import LinearOperator
 
 
 def check_csm(csm: object) -> torch.Tensor:
-    """Validate coil maps: a complex tensor ``(*b, C, Y, X)``; returned unchanged."""
+    """Validate coil maps: a finite complex tensor ``(*b, C, Y, X)``, not all zero for any sample;
+    returned unchanged."""
     csm = require_complex("csm", csm)
     require_min_ndim("csm", csm, 3, "(*b, C, Y, X)")
+    require_finite("csm", csm)
+    require_nonzero("csm", csm, 3, "coil maps with no sensitivity anywhere make every image zero")
     return csm
 
 

@@ -5,6 +5,10 @@ Shapes: ``pred`` and ``target`` are ``(Y, X)`` (one sample; a 0-d result) or ``(
 shape as ``pred``, or ``(Y, X)`` for every sample of a batch. The metrics are generic; the PINQI
 results report them on T1 in seconds inside the brain mask.
 
+Every metric indexes by the mask: pixels outside it (whatever they hold, NaN included) enter
+neither the value nor its gradient. NaN or inf inside the mask, an empty mask, or mismatched shapes
+raise ``ValueError``.
+
 Computation runs in float64 (complex128 for complex input to ``nrmse``/``mae``) and the result is
 returned in the real dtype of ``pred``; gradients flow to ``pred`` (and ``target``).
 
@@ -64,8 +68,19 @@ def _prepare(
     empty = (~mask.flatten(1).any(1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"{name}: the mask is empty for sample(s) {empty}")
+    _require_finite_inside(name, pred, target, mask)
     wide = torch.complex128 if (pred.is_complex() or target.is_complex()) else torch.float64
-    return pred.to(wide), target.to(wide), mask, batched
+    zero = torch.zeros((), dtype=wide, device=pred.device)
+    # index by the mask: values outside it (even NaN) never enter the arithmetic, nor its gradient
+    return torch.where(mask, pred.to(wide), zero), torch.where(mask, target.to(wide), zero), mask, batched
+
+
+def _require_finite_inside(name: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+    """Refuse NaN/inf inside the mask (a metric of a map with NaN would itself be NaN)."""
+    for label, value in (("pred", pred), ("target", target)):
+        bad = int((~torch.isfinite(value.detach()) & mask).sum())
+        if bad:
+            raise ValueError(f"{name}: {label} has {bad} NaN or inf value(s) inside the mask")
 
 
 def _finish(value: torch.Tensor, pred: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -89,8 +104,8 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = 
     0-d tensor, or ``(B,)``: one value per sample (``inf``/``nan`` where the target is 0 on the mask).
     """
     p, t, m, batched = _prepare(pred, target, mask, "nrmse")
-    error = ((p - t).abs().square() * m).sum(dim=(1, 2))
-    norm = (t.abs().square() * m).sum(dim=(1, 2))
+    error = (p - t).abs().square().sum(dim=(1, 2))
+    norm = t.abs().square().sum(dim=(1, 2))
     return _finish((error / norm).sqrt(), pred, batched)
 
 
@@ -100,7 +115,7 @@ def mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = No
     Shapes as :func:`nrmse`; the result is in the unit of the maps (seconds for T1).
     """
     p, t, m, batched = _prepare(pred, target, mask, "mae")
-    total = ((p - t).abs() * m).sum(dim=(1, 2))
+    total = (p - t).abs().sum(dim=(1, 2))
     return _finish(total / m.sum(dim=(1, 2)), pred, batched)
 
 
@@ -178,7 +193,7 @@ def ssim(
     ssim_map = ((2 * mean_p * mean_t + c1) * (2 * cov + c2)) / (
         (mean_p * mean_p + mean_t * mean_t + c1) * (var_p + var_t + c2)
     )
-    value = (ssim_map * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2))
+    value = torch.where(valid, ssim_map, 0.0).sum(dim=(1, 2)) / valid.sum(dim=(1, 2))
     return _finish(value, pred, batched)
 
 
@@ -197,8 +212,18 @@ def map_metrics(
     names
         ``P`` names, the keys of the result (e.g. ``("pd", "t1", "t2")``).
     """
-    out: dict[str, dict[str, float]] = {}
+    if pred.shape != target.shape or pred.ndim != 4 or len(names) != pred.shape[1]:
+        raise ValueError(f"map_metrics: pred and target must both have shape (B, P = {len(names)}, Y, X); "
+                         f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if tuple(mask.shape) != (pred.shape[0], *pred.shape[2:]):
+        raise ValueError(f"map_metrics: mask must have shape (B, Y, X) = {(pred.shape[0], *pred.shape[2:])}; "
+                         f"got {tuple(mask.shape)}")
     m = mask.bool()
+    if not bool(m.any()):
+        raise ValueError("map_metrics: the mask is empty for every sample")
+    inside = m[:, None].expand_as(pred)
+    _require_finite_inside("map_metrics", pred, target, inside)
+    out: dict[str, dict[str, float]] = {}
     for i, name in enumerate(names):
         rows = []
         for b in range(pred.shape[0]):

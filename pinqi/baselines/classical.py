@@ -6,7 +6,14 @@
   (sample, time).
 
 Both then fit ``p = argmin_p ||q(p) − y||²`` pixel by pixel with :func:`solvers.nonlinear_fit`
-(λ = 0 by default) inside the signal model's bounds.
+(λ = 0 by default) inside the signal model's bounds, by variable projection (``solver="auto"``:
+M0 in closed form, R1 searched) for models with a linear amplitude.
+
+Any data: both pipelines are equivariant to a global complex factor α of the k-space,
+``f(α·k) = (α·M0, R1)`` for |α| from 1e-6 to 1e6 and any phase (tested): CG-SENSE is linear in
+k with a relative stopping rule, the fit runs on images divided by their robust scale
+(:func:`~pinqi.baselines.common.magnitude_scale`) and multiplies M0 back, and variable projection
+has no phase-dependent bound on M0. The caller never needs to normalise.
 
 Choices
 -------
@@ -120,7 +127,7 @@ def grid_initial_value(
 def pixelwise_fit(
     signal_model: nn.Module,
     images: torch.Tensor,
-    solver: str = "lbfgs",
+    solver: str = "auto",
     lam: float = 0.0,
     normalise: bool = True,
     **fit_kwargs: Any,
@@ -134,7 +141,9 @@ def pixelwise_fit(
     images
         ``(B, T, Y, X)`` complex.
     solver
-        ``"lbfgs"`` or ``"gauss-newton"`` (see :func:`solvers.nonlinear_fit`).
+        ``"auto"`` (variable projection for models with a linear amplitude, e.g. saturation
+        recovery: right for any phase and scale of M0), ``"varpro"``, ``"lbfgs"`` or
+        ``"gauss-newton"`` (see :func:`solvers.nonlinear_fit`).
     lam
         Tikhonov weight towards the grid initial value (0: plain least squares).
     normalise
@@ -183,7 +192,7 @@ def zero_filled_fit(
     csm: torch.Tensor,
     mask: torch.Tensor,
     signal_model: nn.Module,
-    solver: str = "lbfgs",
+    solver: str = "auto",
     lam: float = 0.0,
     **fit_kwargs: Any,
 ) -> ClassicalResult:
@@ -244,7 +253,7 @@ def cg_sense_fit(
     lam: float = 0.1,
     max_iter: int = 100,
     tol: float = 1e-6,
-    solver: str = "lbfgs",
+    solver: str = "auto",
     fit_lam: float = 0.0,
     fit_max_iter: int = 50,
     **fit_kwargs: Any,

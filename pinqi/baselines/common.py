@@ -20,9 +20,11 @@ from einops import rearrange
 from torch import nn
 
 from operators import MultiCoilCartesianOp
+from operators._validation import require_finite, require_nonzero
 
 __all__ = [
     "check_kspace_inputs",
+    "check_kspace_values",
     "coil_combine",
     "magnitude_scale",
     "reference_phase",
@@ -82,7 +84,22 @@ def check_kspace_inputs(
         ) from None
     if n_times is not None and t != n_times:
         raise ValueError(f"kspace has T = {t} acquisitions but the model was built for n_times = {n_times}")
+    check_kspace_values(kspace, csm, expanded)
     return expanded
+
+
+def check_kspace_values(kspace: torch.Tensor, csm: torch.Tensor, mask: torch.Tensor) -> None:
+    """Refuse NaN/inf in ``kspace``, ``csm`` or ``mask``, coil maps that are all zero for a sample,
+    a mask that samples nothing for some (sample, acquisition), and all-zero k-space of a sample.
+
+    The messages name these arguments as the caller passed them (``kspace``, ``csm``, ``mask``).
+    ``mask`` must already be expanded to ``(B, T, Y, X)``.
+    """
+    for name, value in (("kspace", kspace), ("csm", csm), ("mask", mask)):
+        require_finite(name, value)
+    require_nonzero("csm", csm, 3, "coil maps with no sensitivity make every image zero")
+    require_nonzero("mask", mask, 2, "(sample, acquisition) with no sampled k-space location")
+    require_nonzero("kspace", kspace, 4, "there is no signal to reconstruct")
 
 
 def _describe(value: object) -> str:
@@ -120,8 +137,10 @@ def magnitude_scale(images: torch.Tensor, quantile: float = 0.99) -> torch.Tenso
     """Per-sample normalisation constant: the ``quantile`` of ``|images|`` over (T, Y, X).
 
     A high quantile rather than the maximum keeps single hot pixels (noise, aliasing) from setting
-    the scale. The result is detached (a constant of the data, not of the network) and 1 where a
-    sample is all zero.
+    the scale. Where the quantile is zero (a sparse object), the maximum is used; 1 where a sample
+    is all zero. The result is detached (a constant of the data, not of the network). It is what
+    makes every baseline scale-equivariant: ``magnitude_scale(a·x) = |a|·magnitude_scale(x)``, and
+    the baselines divide their input by it and multiply M0 back, so ``f(a·k) = (a·M0, R1)``.
 
     Parameters
     ----------
@@ -137,6 +156,8 @@ def magnitude_scale(images: torch.Tensor, quantile: float = 0.99) -> torch.Tenso
     flat = images.detach().abs().reshape(images.shape[0], -1)
     k = max(1, math.ceil(quantile * flat.shape[1]))
     scale = torch.kthvalue(flat, k, dim=1).values
+    peak = flat.amax(dim=1)
+    scale = torch.where(scale > 0, scale, peak)
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 

@@ -153,3 +153,46 @@ def test_ssim_gradcheck():
     pred = _random((1, 8, 8), 6).requires_grad_()
     target = _random((1, 8, 8), 7)
     assert torch.autograd.gradcheck(lambda p: ssim(p, target, window=3), (pred,))
+
+
+# -- index by the mask (issue #13 item 5) -------------------------------------------------------
+@pytest.mark.parametrize("metric", [nrmse, mae, ssim])
+def test_values_outside_the_mask_cannot_poison_the_metric_or_its_gradient(metric):
+    target = _random((2, 16, 16), seed=1) + 0.5
+    pred = (target + 0.1 * _random((2, 16, 16), seed=2)).requires_grad_(True)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[2:14, 2:14] = True
+    clean = metric(pred, target, mask)
+    poisoned_pred = torch.where(mask, pred, torch.tensor(math.nan, dtype=torch.float64))
+    poisoned_target = torch.where(mask, target, torch.tensor(math.inf, dtype=torch.float64))
+    value = metric(poisoned_pred, poisoned_target, mask)
+    torch.testing.assert_close(value, clean)
+    (grad,) = torch.autograd.grad(value.sum(), pred)
+    assert torch.isfinite(grad).all() and (grad[:, ~mask] == 0).all()
+
+
+@pytest.mark.parametrize("metric", [nrmse, mae, ssim])
+def test_non_finite_values_inside_the_mask_are_refused(metric):
+    target = _random((16, 16), seed=1) + 0.5
+    pred = target.clone()
+    pred[5, 5] = math.nan
+    with pytest.raises(ValueError, match=r"pred has 1 NaN or inf value\(s\) inside the mask"):
+        metric(pred, target)
+    with pytest.raises(ValueError, match=r"the mask is empty"):
+        metric(target, target, torch.zeros(16, 16, dtype=torch.bool))
+
+
+def test_map_metrics_indexes_by_the_mask_and_refuses_nan_inside():
+    from pinqi.metrics import map_metrics
+
+    target = _random((1, 2, 8, 8), seed=3) + 0.5
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2:6, 2:6] = True
+    pred = torch.where(mask[:, None], target * 1.1, torch.tensor(math.nan, dtype=torch.float64))
+    out = map_metrics(pred, target, mask, ("a", "b"))
+    assert out["a"]["mpe"] == pytest.approx(10.0)
+    pred[0, 1, 3, 3] = math.inf
+    with pytest.raises(ValueError, match="inside the mask"):
+        map_metrics(pred, target, mask, ("a", "b"))
+    with pytest.raises(ValueError, match="empty for every sample"):
+        map_metrics(target, target, mask & False, ("a", "b"))
