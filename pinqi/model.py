@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from operators import LinearOperator, MultiCoilCartesianOp, MultiCoilNUFFTOp
+from operators._validation import require_finite, require_nonzero
 from solvers import cg, data_consistency, nonlinear_fit
 
 from .common.bounded import inverse_softplus
@@ -200,6 +201,9 @@ class PINQI(nn.Module):
                 f"kspace dtype {kspace.dtype} does not match the model's {expected} parameters; "
                 "call model.double() for complex128 inputs or pass complex64"
             )
+        for name, value in (("kspace", kspace), ("csm", csm)):
+            require_finite(name, value)
+        require_nonzero("csm", csm, 3, "coil maps with no sensitivity make every image zero")
 
     def initial_image(self, operator: LinearOperator, kspace: torch.Tensor) -> torch.Tensor:
         """y₀: ``init_cg_iterations`` CG steps on ``AᴴA y = Aᴴk`` from zero, without gradient."""

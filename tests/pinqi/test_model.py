@@ -129,6 +129,22 @@ def test_all_zero_kspace_is_refused():
         model(torch.zeros_like(k), csm, mask)
 
 
+def test_non_finite_and_empty_inputs_are_refused_naming_the_argument():
+    q, k, csm, mask, _, _ = tiny_problem(torch.complex64)
+    model = PINQI(q, TINY)
+    bad_k, bad_csm = k.clone(), csm.clone()
+    bad_k[0, 0, 0, 0, 0] = float("nan")
+    bad_csm[-1, 0, 1, 1] = float("inf")
+    with pytest.raises(ValueError, match="kspace must be finite"):
+        model(bad_k, csm, mask)
+    with pytest.raises(ValueError, match="csm must be finite"):
+        model(k, bad_csm, mask)
+    with pytest.raises(ValueError, match="csm is all zero"):
+        model(k, torch.zeros_like(csm), mask)
+    with pytest.raises(ValueError, match="mask is all zero"):
+        model(k, csm, torch.zeros_like(mask))
+
+
 def test_unsampled_prior_weight_fits_fully_sampled_data_as_they_are():
     """prior_weight="unsampled": with every line sampled, PINQI returns the pixel-wise fit of the data."""
     from pinqi.baselines.classical import pixelwise_fit
