@@ -25,14 +25,14 @@ Noise
     ``Σ|c|² = 1`` this is also the per-coil image-domain noise level, relative to PD <= 1.
 
 Speed
-    Nothing sample-independent is recomputed: checkerboards, polynomial bases and the signal
+    Nothing sample-independent is recomputed: polynomial bases, the line sampler and the signal
     model are built once; a slice's fractions are copied to one contiguous ``(K, Y, X)`` block
     per sample (each class plane is contiguous already, and the anatomy, possibly gigabytes for
-    BrainWeb, is not duplicated). The Cartesian forward model is evaluated here rather than by
-    ``MultiCoilCartesianOp``: one batched 2-D FFT of all coil images with the centring shifts
-    folded into ±1 checkerboards (exact for even sizes; odd sizes use the operator), no shift
-    copies, and noise drawn only for the sampled lines. The result equals
-    ``MultiCoilCartesianOp(csm, mask)(images)`` up to float rounding (tested).
+    BrainWeb, is not duplicated). Cartesian line masks go through
+    :class:`operators.line_sampling.LineSampler`, which transforms only the sampled lines along
+    ``X`` (odd sizes and other masks use ``MultiCoilCartesianOp``), and noise is drawn only for the
+    sampled lines. The result equals ``MultiCoilCartesianOp(csm, mask)(images)`` up to float
+    rounding (tested).
 
 Off the brain distribution (all off by default; the PINQI training presets switch them on)
     A second generator, seeded from the same ``(s, i)``, drives these switches, so a sample with
@@ -56,8 +56,7 @@ Off the brain distribution (all off by default; the PINQI training presets switc
 Radial
     ``trajectory="radial"``: per-time rotated radial trajectories (``radial_trajectory(...,
     mode="rotated")``, rotated as a whole by a random angle per sample), k-space ``(T, C, K)`` by
-    ``MultiCoilNUFFTOp`` (the project's own Kaiser–Bessel gridding, which also works inside
-    ``DataLoader`` worker processes).
+    ``MultiCoilNUFFTOp`` (finufft on the CPU, fork-safe inside ``DataLoader`` worker processes).
 """
 
 from __future__ import annotations
@@ -68,9 +67,12 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from operators.line_sampling import LineSampler
+
 from .anatomy import Anatomy, resolve_anatomy
 from .signal_models import SaturationRecovery
 from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
+from .off_distribution import WIDE_T1_RANGE, log_uniform, paint_inserts, share
 from .tissues import map_weights, sample_tissue_values
 
 __all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "AccelerationSpec", "WIDE_T1_RANGE"]
@@ -79,8 +81,6 @@ __all__ = ["T1MappingDataset", "sample_seed", "PAPER_TIMES", "ABLATION_TIMES", "
 PAPER_TIMES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 8.0)
 #: Saturation times [s] of the paper's ablation study.
 ABLATION_TIMES: tuple[float, ...] = (0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 2.0, 8.0)
-#: T1 range [s] of the ``wide_t1`` and ``inserts`` draws (log-uniform).
-WIDE_T1_RANGE: tuple[float, float] = (0.1, 5.0)
 _REALISM_SALT = 0x5EA1
 
 AccelerationSpec = float | int | tuple[float, float] | Sequence[float]
@@ -125,42 +125,6 @@ def _parse_acceleration(value: AccelerationSpec) -> tuple[str, tuple[float, ...]
     if min(values) < 1:
         raise ValueError(f"acceleration must be >= 1; got {value!r}")
     return kind, values
-
-
-def _log_uniform(g: torch.Generator, lo: float, hi: float, *size: int) -> torch.Tensor:
-    u = torch.rand(size, generator=g, dtype=torch.float64)
-    return (math.log(lo) + u * (math.log(hi) - math.log(lo))).exp()
-
-
-def _share(name: str, value: float) -> float:
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a share in [0, 1]; got {value!r}")
-    return float(value)
-
-
-def _paint_inserts(m: dict[str, torch.Tensor], g: torch.Generator) -> None:
-    """Paint 1–4 random ellipses with their own T1 and PD into the maps ``m`` (in place)."""
-    ny, nx = m["pd"].shape
-    yy, xx = torch.meshgrid(
-        torch.linspace(-1, 1, ny, dtype=torch.float64), torch.linspace(-1, 1, nx, dtype=torch.float64), indexing="ij"
-    )
-    for _ in range(int(torch.randint(1, 5, (), generator=g))):
-        cy, cx, ay, ax, ang = (torch.rand(5, generator=g, dtype=torch.float64) * 2 - 1).tolist()
-        cy, cx = 0.6 * cy, 0.6 * cx
-        ay, ax, ang = 0.06 + 0.1 * (ay + 1), 0.06 + 0.1 * (ax + 1), math.pi * ang
-        u = (yy - cy) * math.cos(ang) + (xx - cx) * math.sin(ang)
-        v = -(yy - cy) * math.sin(ang) + (xx - cx) * math.cos(ang)
-        inside = (u / ay) ** 2 + (v / ax) ** 2 <= 1
-        t1 = float(_log_uniform(g, *WIDE_T1_RANGE, 1))
-        pd = 0.2 + float(torch.rand((), generator=g, dtype=torch.float64))
-        m["t1"] = torch.where(inside, torch.tensor(t1, dtype=m["t1"].dtype), m["t1"])
-        m["pd"] = torch.where(inside, torch.tensor(pd, dtype=m["pd"].dtype), m["pd"])
-        for key in ("brain", "tissue"):
-            m[key] = torch.where(inside, torch.ones_like(m[key]), m[key])
-
-
-def _checkerboard(ny: int, nx: int) -> torch.Tensor:
-    return 1.0 - 2.0 * ((torch.arange(ny)[:, None] + torch.arange(nx)[None, :]) % 2).to(torch.float32)
 
 
 class T1MappingDataset(Dataset):
@@ -288,16 +252,11 @@ class T1MappingDataset(Dataset):
         self.n_readout = n_readout
         self.augmentation = AugmentationConfig() if augmentation is None else augmentation
         self.fov_mm = fov_mm
-        ny, nx = self.image_size
-        self._even = ny % 2 == 0 and nx % 2 == 0
-        chk = _checkerboard(ny, nx)
-        self._chk_in = chk.to(self.real_dtype)
-        # centred FFT = (-1)^(ky - Y/2 + kx - X/2) · FFT((-1)^(y + x) · image) for even sizes
-        self._chk_out = (chk * (-1.0) ** ((ny + nx) // 2)).to(self.real_dtype)
+        self._lines = LineSampler(self.image_size, self.real_dtype)
         self._signal_model = SaturationRecovery(self.times)
-        self.wide_t1 = _share("wide_t1", wide_t1)
-        self.inserts = _share("inserts", inserts)
-        self.estimated_csm = _share("estimated_csm", estimated_csm)
+        self.wide_t1 = share("wide_t1", wide_t1)
+        self.inserts = share("inserts", inserts)
+        self.estimated_csm = share("estimated_csm", estimated_csm)
         self.intensity_scale = _parse_range("intensity_scale", intensity_scale, lower=1e-30)
         self.global_phase = bool(global_phase)
         self.calibration_lines = int(calibration_lines)
@@ -327,7 +286,7 @@ class T1MappingDataset(Dataset):
         a = self.anatomy
         values = sample_tissue_values(a.class_names, g)
         if self.wide_t1 > 0 and float(torch.rand((), generator=extra)) < self.wide_t1:
-            values[:, 0] = _log_uniform(extra, *WIDE_T1_RANGE, values.shape[0]).to(values.dtype)
+            values[:, 0] = log_uniform(extra, *WIDE_T1_RANGE, values.shape[0]).to(values.dtype)
         w, b, names = map_weights(values, a.class_names, with_t2=False)
         theta = random_affine(a.shape, a.voxel_size_mm, self.image_size, self.augmentation, g, self.fov_mm)
         maps = warp_linear_maps(self.anatomy.fractions[:, n].contiguous(), w, b, theta, self.image_size)
@@ -344,7 +303,7 @@ class T1MappingDataset(Dataset):
         out["phase"] = fields[2]
         out["pd"] = out["pd"].clamp_min(0)
         if self.inserts > 0 and float(torch.rand((), generator=extra)) < self.inserts:
-            _paint_inserts(out, extra)
+            paint_inserts(out, extra)
         return out
 
     def _coil_maps(self, g: torch.Generator, tissue: torch.Tensor) -> torch.Tensor:
@@ -356,30 +315,16 @@ class T1MappingDataset(Dataset):
     def _cartesian_kspace(
         self, images: torch.Tensor, csm: torch.Tensor, mask: torch.Tensor, sigma: float, g: torch.Generator
     ) -> torch.Tensor:
-        t, ny, nx = images.shape
-        c = csm.shape[0]
-        lines = mask.any(-1)  # (T, Y) sampled phase-encode lines
-        line_mask = bool((mask == lines[..., None]).all())
-        if not (self._even and line_mask):
+        if not self._lines.applies(mask):
             from operators import MultiCoilCartesianOp
 
             k = MultiCoilCartesianOp(csm[None], mask[None])(images[None])[0]
             noise = torch.randn(*k.shape, 2, generator=g, dtype=self.real_dtype)
             return k + sigma * torch.view_as_complex(noise) * mask[:, None]
-        # Only the sampled phase-encoding lines are transformed along X: the coil images are built
-        # in a (T, C, X, Y) layout so that the FFT along Y runs over contiguous rows, the sampled
-        # k_y lines are gathered, and the FFT along X runs on those alone (about 1/R of the rows).
-        coil_images = torch.empty((t, c, nx, ny), dtype=images.dtype)
-        torch.mul((images * self._chk_in).transpose(-1, -2)[:, None], csm.transpose(-1, -2)[None], out=coil_images)
-        along_y = torch.fft.fft(coil_images, dim=-1, norm="ortho").permute(0, 3, 1, 2)  # (T, KY, C, X) view
-        sampled = torch.fft.fft(along_y[lines], dim=-1, norm="ortho")  # (L, C, KX)
-        line_y = lines.nonzero()[:, 1]
-        sampled.mul_(self._chk_out[line_y][:, None, :])
+        sampled, lines = self._lines(images, csm, mask)
         noise = torch.randn(*sampled.shape, 2, generator=g, dtype=self.real_dtype)
         sampled.add_(torch.view_as_complex(noise), alpha=sigma)
-        k = torch.zeros((t, c, ny, nx), dtype=images.dtype)
-        k.transpose(1, 2)[lines] = sampled
-        return k
+        return LineSampler.scatter(sampled, lines, csm.shape[0], self.image_size)
 
     def _radial(
         self, images: torch.Tensor, csm: torch.Tensor, accel: float, sigma: float, g: torch.Generator
@@ -444,7 +389,7 @@ class T1MappingDataset(Dataset):
             params = torch.cat([torch.view_as_real(torch.complex(params[0], params[1]) * gamma).movedim(-1, 0),
                                 params[2:]]).to(rdt)
             images = images * gamma
-        alpha = float(_log_uniform(extra, *self.intensity_scale, 1)) if self.intensity_scale != (1.0, 1.0) else 1.0
+        alpha = float(log_uniform(extra, *self.intensity_scale, 1)) if self.intensity_scale != (1.0, 1.0) else 1.0
         if alpha != 1.0:
             out["kspace"] = out["kspace"] * alpha
             params = torch.cat([params[:2] * alpha, params[2:]])
