@@ -4,7 +4,9 @@ Run ``python -m benchmarks.operators [--quick] [--out PATH]``. Everything is tim
 complex64 with ``torch.get_num_threads()`` as set by the environment, under ``torch.no_grad()``.
 Within one configuration the timed functions are called in interleaved rounds (A, B, C, A, B,
 C, ...) after one warm-up call each, and medians are compared, so that a slow phase of a shared
-machine hits all of them alike.
+machine hits all of them alike. Full runs keep freed memory in glibc malloc
+(:func:`benchmarks.steady.steady_allocator`) so that page faults of fresh allocations do not decide
+the ratios.
 
 What is timed (exactly):
 
@@ -37,7 +39,6 @@ Coil maps and images are random; the trajectory is golden-angle radial, rotated 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as _dt
 import importlib
 import importlib.util
@@ -53,6 +54,8 @@ from pathlib import Path
 import torch
 
 from operators.cartesian import MultiCoilCartesianOp
+
+from .steady import STEADY_ALLOCATOR_NOTE, steady_allocator
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "operators.md"
 _GOLDEN = math.pi * (math.sqrt(5) - 1) / 2  # golden angle between successive spokes, ≈ 111.25°
@@ -384,23 +387,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _keep_freed_memory() -> bool:
-    """Ask glibc malloc to keep freed memory instead of returning it to the OS (Linux only).
-
-    Otherwise every large temporary is a fresh ``mmap`` whose first touch costs page faults,
-    and whether a given call pays them depends on the allocation history: on this kind of VM
-    that is up to a few ms per call, noise larger than the differences measured here. Floors
-    and grams run under the same setting. Returns whether the setting was applied.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
-            libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the markdown report and write it to ``--out``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.operators", description=__doc__.splitlines()[0])
@@ -423,10 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings: dict[str, tuple[float, float]] = {}
     rows: list[Row] = []
     notes: list[str] = []
-    if not args.quick and _keep_freed_memory():
-        notes.append("glibc malloc set to keep freed memory (mallopt M_MMAP_THRESHOLD = 32 MiB, "
-                     "M_TRIM_THRESHOLD = 1 GiB) so that timings measure computation rather than "
-                     "page faults of fresh allocations; temporaries above 32 MiB are still mmapped.")
+    if not args.quick and steady_allocator():
+        notes.append(STEADY_ALLOCATOR_NOTE)
     threads = torch.get_num_threads()
     with torch.no_grad():
         for b in batches:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .factorised_conv import FactorisedConv3d
+from .factorised_conv import FactorisedConv3d, per_image, to_channels_last
 
 Layout = Literal["2d", "2.5d"]
 
@@ -73,15 +73,17 @@ def spatial_conv(
     return FactorisedConv3d(in_channels, out_channels, (1, kernel, kernel), padding=pad, bias=bias)
 
 
-def _as_images(x: torch.Tensor) -> torch.Tensor:
-    """View ``(B, C, T, Y, X)`` as ``(B, C·T, Y, X)`` (free for contiguous input); 4-D passes."""
-    return x.flatten(1, 2) if x.ndim == 5 else x
+def _pool2(images: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(images, 2)
+
+
+def _upsample2(images: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pooling with stride 2 in ``(Y, X)`` only; ``Y, X`` must be even."""
-    out = F.max_pool2d(_as_images(x), 2)
-    return out.view(*x.shape[:-2], *out.shape[-2:])
+    """2x2 max-pooling with stride 2 in ``(Y, X)`` only; ``Y, X`` must be even; layout kept."""
+    return per_image(_pool2, x)
 
 
 def iteration_indices(iteration: int | torch.Tensor, batch_size: int, max_iterations: int) -> torch.Tensor:
@@ -232,10 +234,11 @@ class ResidualBlock(nn.Module):
             if cond is None:
                 raise ValueError("this block uses FiLM conditioning; cond (B, cond_dim) is required")
             h = self._norm_film(h, cond)
-        h = self.conv2(F.silu(h))
+        inplace = not torch.is_grad_enabled()  # h is a fresh temporary; autograd may need it
+        h = self.conv2(F.silu(h, inplace=inplace))
         if self.temporal is not None:
             h = self.temporal(h)
-        h = F.silu(self.norm2(h))
+        h = F.silu(self.norm2(h), inplace=inplace)
         return torch.addcmul(self.skip(x), self.gate, h)
 
     def _norm_film(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -249,8 +252,9 @@ class ResidualBlock(nn.Module):
         scale, shift = self.film.coefficients(cond)  # type: ignore[union-attr]
         weight = (norm.weight * scale).flatten()
         bias = torch.addcmul(shift, norm.bias, scale).flatten()
-        batch = h.shape[0]
-        out = F.group_norm(h.reshape(1, -1, *h.shape[2:]), batch * norm.num_groups, weight, bias, norm.eps)
+        batch = h.shape[0]  # (one sample: h itself, which keeps a channels-last layout)
+        flat = h if batch == 1 else h.reshape(1, -1, *h.shape[2:])
+        out = F.group_norm(flat, batch * norm.num_groups, weight, bias, norm.eps)
         return out.view(h.shape)
 
 
@@ -266,8 +270,7 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, [T,] Y, X) -> (B, out_channels, [T,] 2Y, 2X)``."""
-        up = F.interpolate(_as_images(x), scale_factor=2, mode="bilinear", align_corners=False)
-        return self.conv(up.view(*x.shape[:-2], *up.shape[-2:]))
+        return self.conv(per_image(_upsample2, x))
 
 
 class UNet(nn.Module):
@@ -300,6 +303,11 @@ class UNet(nn.Module):
         Also condition the bottleneck block (the released PINQI code does not).
     checkpoint
         Recompute each block in the backward pass (``torch.utils.checkpoint``) to save memory.
+    channels_last
+        Memory layout of the feature maps: ``True`` channels-last (``channels_last`` /
+        ``channels_last_3d``; oneDNN's native layout, no copies around the 2.5-D convolutions),
+        ``False`` contiguous (the plain eager path), ``None`` (default) channels-last for CPU input
+        when gradients are off (inference). Same results to float rounding; not in the state dict.
     """
 
     def __init__(
@@ -316,6 +324,7 @@ class UNet(nn.Module):
         gate_init: float = 1e-3,
         film_bottleneck: bool = True,
         checkpoint: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
@@ -327,6 +336,7 @@ class UNet(nn.Module):
         self.in_channels, self.out_channels, self.features = in_channels, out_channels, features
         self.layout: Layout = layout
         self.checkpoint = checkpoint
+        self.channels_last = channels_last
         self.cond_dim = cond_dim
         film_dim = cond_dim if cond_dim else (embed_dim if n_iterations_embed else None)
         self.embedding = IterationEmbedding(n_iterations_embed, film_dim) if n_iterations_embed else None
@@ -419,6 +429,11 @@ class UNet(nn.Module):
         if pad_y or pad_x:
             pad = (0, pad_x, 0, pad_y) + ((0, 0) if ndim == 5 else ())
             x = F.pad(x, pad, mode="replicate")
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = x.device.type == "cpu" and not torch.is_grad_enabled()
+        if channels_last:
+            x = to_channels_last(x)
 
         skips = []
         for level, block in enumerate(self.encoder):
@@ -428,4 +443,5 @@ class UNet(nn.Module):
         for up, block in zip(reversed(self.upsample), reversed(self.decoder)):
             x = self._run(self._decode, up, block, x, skips.pop(), c)
         out = self.head(x)
-        return out[..., :ny, :nx] if (pad_y or pad_x) else out
+        out = out[..., :ny, :nx] if (pad_y or pad_x) else out
+        return out.contiguous() if channels_last else out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinqi.common.factorised_conv import FactorisedConv3d
+from pinqi.common.factorised_conv import FactorisedConv3d, is_channels_last, per_image, to_channels_last
 from pinqi.common.unet import FiLM, ResidualBlock, UNet, num_groups
 
 
@@ -78,3 +78,48 @@ def test_factorised_conv3d_equals_conv3d_and_keeps_its_state_dict(kernel, paddin
         FactorisedConv3d(3, 4, (1, 3, 3), stride=2)
     with pytest.raises(ValueError, match=r"\(B, C, T, Y, X\)"):
         fast(torch.randn(2, 3, 6, 7, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kernel, padding", [((1, 3, 3), (0, 1, 1)), ((3, 1, 1), (1, 0, 0)), ((1, 1, 1), 0)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_factorised_conv3d_keeps_a_channels_last_layout(kernel, padding, batch):
+    fast = FactorisedConv3d(3, 4, kernel, padding=padding).double()
+    reference = torch.nn.Conv3d(3, 4, kernel, padding=padding).double()
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(batch, 3, 5, 6, 7, dtype=torch.float64)
+    out = fast(to_channels_last(x))
+    torch.testing.assert_close(out, reference(x), rtol=1e-12, atol=1e-12)
+    assert is_channels_last(out)
+    # canonical strides (B = 1 included), so that PyTorch's own kernels keep the layout too
+    assert out.stride() == to_channels_last(out.contiguous()).stride()
+    assert fast(x).is_contiguous()
+
+
+def test_per_image_maps_every_image_in_either_layout():
+    x = torch.randn(2, 3, 4, 6, 8)
+    pooled = [per_image(lambda images: torch.nn.functional.max_pool2d(images, 2), v) for v in (x, to_channels_last(x))]
+    expected = torch.stack([torch.nn.functional.max_pool2d(x[:, :, t], 2) for t in range(4)], 2)
+    torch.testing.assert_close(pooled[0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(pooled[1], expected, rtol=0, atol=0)
+    assert pooled[0].is_contiguous() and is_channels_last(pooled[1])
+
+
+@pytest.mark.parametrize("layout, shape", [("2d", (2, 3, 10, 12)), ("2.5d", (1, 3, 4, 10, 12)), ("2.5d", (2, 3, 4, 8, 8))])
+def test_unet_channels_last_path_equals_the_plain_path(layout, shape):
+    net = UNet(3, 2, (16, 32, 32), n_iterations_embed=4, layout=layout)
+    plain = UNet(3, 2, (16, 32, 32), n_iterations_embed=4, layout=layout, channels_last=False)
+    assert list(net.state_dict()) == list(plain.state_dict())  # the layout is not in the checkpoint
+    _perturb(net)
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    layouts = []
+    net.decoder[0].register_forward_hook(lambda module, args, out: layouts.append(is_channels_last(out)))
+    with torch.no_grad():
+        fast = net(x, iteration=1)  # channels_last=None: channels-last for CPU inference
+        reference = plain(x, iteration=1)
+        net.channels_last = True
+        forced = net(x, iteration=1)
+    scale = reference.abs().max()
+    assert (fast - reference).abs().max() <= 1e-5 * scale
+    assert (forced - reference).abs().max() <= 1e-5 * scale
+    assert fast.is_contiguous() and layouts == [True, True]  # the fast path ran, all the way to the decoder
