@@ -9,6 +9,10 @@ Subpackages: :mod:`pinqi.common` (U-Net blocks, the training loop, checkpoints),
 
 from __future__ import annotations
 
+from .common.threads import prefer_passive_wait as _prefer_passive_wait
+
+_prefer_passive_wait()  # before torch is imported: idle OpenMP threads sleep instead of spinning
+
 from .baselines.deept1 import DeepT1
 from .baselines.mantis import MANTIS
 from .config import PINQIConfig

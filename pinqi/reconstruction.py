@@ -10,7 +10,9 @@ This is what ``pinqi reconstruct`` runs, as a library call:
 Coil maps are estimated as the PINQI paper does, from the fully sampled centre lines of the
 longest-delay acquisition (it has the most signal), unless the file carries maps or the caller
 passes them. Nothing needs normalising: PINQI and the classical pipeline are equivariant to the
-k-space's intensity scale, and M0 comes back in the units of the data.
+k-space's intensity scale, and M0 comes back in the units of the data. The slices run under
+:func:`pinqi.common.threads.inference_threads`, which uses only the cores that are idle, so a busy
+machine cannot make more threads slower than one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from operators import estimate_coil_maps
 from simulation import SaturationRecovery
 
 from .baselines.classical import cg_sense_fit
+from .common.threads import inference_threads
 from .io.types import RawT1Data
 from .model import PINQI
 
@@ -191,7 +194,7 @@ def reconstruct(
     maps = maps.to(raw.kspace.dtype)
     q = SaturationRecovery(raw.times.float())
     m0, r1 = [], []
-    with torch.no_grad():
+    with torch.no_grad(), inference_threads():
         for s in range(raw.n_slices):
             k, c, m = raw.kspace[s : s + 1], maps[s : s + 1], raw.mask[s : s + 1]
             if baseline is None:
