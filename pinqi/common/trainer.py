@@ -258,15 +258,20 @@ class TrainerBase(ABC):
             **self.record_extras(),
         }
 
-    def run(self, stop_after: int | None = None) -> list[dict[str, Any]]:
-        """Train to the end (or for ``stop_after`` more steps); returns this call's log records."""
+    def run(self, stop_after: int | None = None, max_seconds: float | None = None) -> list[dict[str, Any]]:
+        """Train to the end, or for ``stop_after`` more steps, or until ``max_seconds`` of wall time
+        have passed (checked after each step; e.g. a GPU lease); returns this call's log records.
+        A checkpoint is written whenever the loop stops, so ``--resume`` continues exactly."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total = self.total_steps
         end = total if stop_after is None else min(total, self.step + stop_after)
         records: list[dict[str, Any]] = []
         saved = True
+        started = time.monotonic()
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, desc=self.description)
         for step in range(self.step, end):
+            if max_seconds is not None and records and time.monotonic() - started >= max_seconds:
+                break
             record = self.train_step(step, self.batch(step))
             self.step = step + 1
             self.after_step(record)

@@ -169,3 +169,12 @@ def test_build_model_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     build_model(micro_preset())
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_max_seconds_stops_with_a_resumable_checkpoint(tmp_path: Path):
+    config = micro_preset().replace(steps=4, checkpoint_every=100)
+    trainer = Trainer(config, tmp_path, progress=False)
+    records = trainer.run(max_seconds=0.0)
+    assert len(records) == 1 and trainer.step == 1
+    resumed = Trainer(config, tmp_path, resume=True, progress=False)
+    assert resumed.step == 1
