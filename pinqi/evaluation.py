@@ -106,6 +106,9 @@ def save_map_figure(
 ) -> None:
     """|M0| and T1 maps with their error maps for one slice (like the PINQI paper's Fig. 4).
 
+    Written straight to ``path`` (its suffix names the format): pass a name reserved in a
+    :class:`pinqi.io.outputs.OutputSet` to have it appear only with the other outputs.
+
     Parameters
     ----------
     target
@@ -123,8 +126,8 @@ def save_map_figure(
     mask = brain_mask.cpu().numpy()
 
     def maps(params: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        m0 = torch.complex(params[0], params[1]).abs().cpu().numpy() * mask
-        t1 = t1_from_r1(params[2]).cpu().numpy() * mask
+        m0 = np.where(mask, torch.complex(params[0], params[1]).abs().cpu().numpy(), 0.0)
+        t1 = np.where(mask, t1_from_r1(params[2]).cpu().numpy(), 0.0)
         return m0, t1
 
     true_m0, true_t1 = maps(target)
@@ -152,8 +155,7 @@ def save_map_figure(
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(path, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..io.outputs import OutputSet
 from .tables import print_table
 
 
@@ -25,12 +26,15 @@ def simulate_split(
     times: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 8.0),
     seed: int = 1234,
     cache_dir: Path | None = None,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write (or reuse) the fixed ``split`` set as ``out/<split>.h5``; returns its path.
 
     ``n_per_acceleration`` slices at each acceleration, each group drawn from its own seeded
     :class:`simulation.T1MappingDataset` (seed ``seed + 1000·j`` for the j-th acceleration), so
     the groups are balanced. A file written with the same arguments and code version is reused.
+    With ``outputs`` (an :class:`~pinqi.io.outputs.OutputSet` of ``out``) the file is written to
+    a name it reserves and appears only when the whole set is committed.
     """
     from torch.utils.data import ConcatDataset
 
@@ -53,6 +57,7 @@ def simulate_split(
         anatomy_kwargs["shape"] = (size, size)
     source = load_anatomy(anatomy, split, **anatomy_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
+    target = path if outputs is None else outputs.reserve(path.name)
     groups = [
         T1MappingDataset(
             source, length=n_per_acceleration, seed=seed + 1000 * j, image_size=size, n_coils=coils,
@@ -61,29 +66,30 @@ def simulate_split(
         for j, acc in enumerate(accelerations)
     ]
     attrs = {**args, "fingerprint": fingerprint, "seeds": [seed + 1000 * j for j in range(len(groups))]}
-    write_t1_dataset_h5(ConcatDataset(groups), path, attrs)
+    write_t1_dataset_h5(ConcatDataset(groups), target, attrs)
     return path
 
 
 def simulate(args: argparse.Namespace) -> None:
+    """``pinqi simulate``: every requested split written together (or reused), or none."""
+    from simulation.sequence_checks import MAX_SATURATION_TIME, check_time
+
+    check_time("--times", list(args.times), limit=MAX_SATURATION_TIME)
     if args.download_brainweb:
         from simulation import download_brainweb
 
         paths = download_brainweb(cache_dir=args.cache_dir)
         print(f"BrainWeb: {len(paths)} subjects cached")
-    for split in args.splits:
-        path = simulate_split(
-            args.out,
-            split,
-            anatomy=args.anatomy,
-            n_per_acceleration=args.n_per_acceleration,
-            accelerations=tuple(args.accelerations),
-            size=args.size,
-            coils=args.coils,
-            times=tuple(args.times),
-            seed=args.seed,
-            cache_dir=args.cache_dir,
-        )
+    with OutputSet(args.out) as outputs:
+        paths = [
+            simulate_split(
+                args.out, split, anatomy=args.anatomy, n_per_acceleration=args.n_per_acceleration,
+                accelerations=tuple(args.accelerations), size=args.size, coils=args.coils,
+                times=tuple(args.times), seed=args.seed, cache_dir=args.cache_dir, outputs=outputs,
+            )
+            for split in args.splits
+        ]
+    for split, path in zip(args.splits, paths):
         print(f"{split}: {path}")
 
 
@@ -94,13 +100,14 @@ def train(args: argparse.Namespace) -> None:
 
         train_w2q(args)
         return
-    from ..config import load_train_config
     from ..training import Trainer
+    from .checks import check_out
+    from .config_file import read_train_config
 
-    config = load_train_config(args.preset, args.config)
+    config = read_train_config(args.preset, args.config)
     if args.steps is not None:
         config = config.replace(steps=args.steps)
-    out = args.out or Path("runs") / f"pinqi-{args.preset}"
+    out = check_out(args.out or Path("runs") / f"pinqi-{args.preset}")
     trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress,
                       overwrite=getattr(args, "overwrite", False))
     if getattr(args, "init", None) is not None and trainer.step == 0:
@@ -141,12 +148,21 @@ def run_evaluation(
     baselines: list[str],
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """Evaluate PINQI (when ``checkpoint`` is given) and baselines; writes metrics.json and a figure."""
+    """Evaluate PINQI (when ``checkpoint`` is given) and baselines; writes metrics.json, metrics.md
+    and maps.png into ``out`` all together (:class:`~pinqi.io.outputs.OutputSet`)."""
     from simulation.h5io import read_t1_dataset_h5
 
-    from ..evaluation import evaluate_method, save_map_figure, write_json
+    from ..evaluation import evaluate_method, save_map_figure
+    from ..io.outputs import write_json
     from ..training import load_pinqi
+    from .checks import check_out
 
+    check_out(out)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {batch_size}")
+    for label, path in (("checkpoint", checkpoint), ("--data", data_path)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{label} {path} does not exist or is not a file")
     data = read_t1_dataset_h5(data_path)
     times = data["times"][0] if data["times"].ndim == 2 else data["times"]
     model = None
@@ -176,18 +192,13 @@ def run_evaluation(
                     "s/slice": round(outcome["seconds_per_slice"], 3),
                 }
             )
-    out.mkdir(parents=True, exist_ok=True)
     table = print_table(rows)
-    write_json(out / "metrics.json", {"data": str(data_path), "checkpoint": str(checkpoint), "results": results})
-    (out / "metrics.md").write_text(table + "\n")
     acc0 = float(data["acceleration"][0])
-    save_map_figure(
-        out / "maps.png",
-        data["params"][0],
-        first_preds,
-        data["brain_mask"][0],
-        title=f"test slice 0, {acc0:g}x",
-    )
+    with OutputSet(out) as outputs:
+        write_json(outputs.reserve("metrics.json"), {"data": str(data_path), "checkpoint": str(checkpoint), "results": results})
+        outputs.reserve("metrics.md").write_text(table + "\n")
+        save_map_figure(outputs.reserve("maps.png"), data["params"][0], first_preds, data["brain_mask"][0],
+                        title=f"test slice 0, {acc0:g}x")
     return results
 
 
