@@ -173,9 +173,9 @@ def _render(t1_samples: list[dict], w_sample: dict, path: Path) -> None:
                 fig.colorbar(im, ax=ax, fraction=0.046)
     ax_row = axes[-1]
     w = w_sample
-    names = {0: "SE", 1: "GRE", 2: "FLAIR"}
+    names = {0: "SE", 1: "GRE", 2: "FLAIR", 3: "MP-RAGE"}
     for c in range(3):
-        tr, te, ti, fa = w["sequence_params"][c].tolist()
+        tr, te, ti, fa = w["sequence_params"][c].tolist()[:4]
         kind = names[int(w["sequence_types"][c])]
         ax_row[c].imshow(w["images"][c].numpy(), cmap="gray")
         title = f"{CONTRASTS[c]} {kind} TR={tr:.3g} TE={te:.3g}" + (f" TI={ti:.2g}" if ti else "")

@@ -39,6 +39,7 @@ from torch.utils.data import default_collate
 from pinqi.cli.map import SHIPPED_WEIGHTS
 from pinqi.metrics import map_metrics, ssim
 from pinqi.w2q.data import BandedProtocolDataset, build_dataset
+from pinqi.w2q.protocols import trained_ranges
 from pinqi.w2q.model import LOG_BOUNDS, W2Q, from_log_maps, to_log_maps
 from pinqi.w2q.protocols import PARAMETERS
 from pinqi.w2q.signal import MultiContrastSignal
@@ -177,7 +178,7 @@ def fixed_anatomy(n_slices: int, size: int) -> dict[str, torch.Tensor]:
 def protocol_consistency(methods: dict, config, n_slices: int, n_protocols: int) -> tuple[list, dict]:
     anat = fixed_anatomy(n_slices, config.image_size)
     draw = BandedProtocolDataset(load_anatomy("phantom", "test", shape=(8, 8)), length=1, image_size=8,
-                                 held_out=config.held_out, part="held_out")
+                                 held_out=config.held_out, part="held_out", protocols=trained_ranges(config.data_version))
     protocols = [draw.draw_protocol(torch.Generator().manual_seed(1000 + i)) for i in range(n_protocols)]
     g = torch.Generator().manual_seed(7)
     s = anat["params"].shape[0]
@@ -192,7 +193,7 @@ def protocol_consistency(methods: dict, config, n_slices: int, n_protocols: int)
             level = torch.stack([WeightedImageDataset.signal_level(c, m) for c, m in zip(clean, anat["brain_mask"])])
             noise = 0.02 * level[..., None, None] * torch.randn(2, *clean.shape, generator=g)
             images = torch.hypot(clean + noise[0], noise[1]) * scale
-            batch = {"images": images, "sequence_params": seq.float().expand(s, 3, 4),
+            batch = {"images": images, "sequence_params": seq.float().expand(s, 3, seq.shape[-1]),
                      "sequence_types": types.expand(s, 3), "brain_mask": anat["brain_mask"]}
             pred, _ = predict(model, batch)
             regions[name].append({f"{tissue}_{p}": float(pred[:, i][anat[tissue]].mean())
@@ -208,6 +209,8 @@ def _describe(seq: torch.Tensor, types: torch.Tensor) -> str:
     t1 = seq[0].tolist()
     kind = SEQUENCE_TYPES[int(types[0])]
     t1w = f"SE {t1[0]:.2f}/{1000 * t1[1]:.0f}" if kind == "spin_echo" else f"GRE {1000 * t1[0]:.0f}ms/{1000 * t1[1]:.1f}/{t1[3]:.0f}°"
+    if kind == "mprage":
+        t1w = f"MP-RAGE {t1[0]:.2f}/{t1[2]:.2f}/{t1[3]:.0f}°/{t1[5]:.0f}"
     t2 = seq[1].tolist()
     fl = seq[2].tolist()
     return f"T1w {t1w}; T2w {t2[0]:.1f}/{1000 * t2[1]:.0f}; FLAIR {fl[0]:.1f}/{1000 * fl[1]:.0f}/{fl[2]:.2f}"

@@ -6,13 +6,22 @@ fields, then one protocol per contrast from :class:`ProtocolRanges`, a global in
 and a noise level per contrast, and the noise.
 
 Contrasts (always in this order)
-    0. T1-weighted: spin echo (``SpinEcho``) or spoiled gradient echo (``SpoiledGRE``), chosen per
-       sample with probability ``t1w_gre_prob`` for the GRE;
+    0. T1-weighted: spin echo (``SpinEcho``), spoiled gradient echo (``SpoiledGRE``) or MP-RAGE
+       (:class:`~simulation.mprage.MPRAGE`), chosen per sample with probabilities
+       ``t1w_gre_prob`` and ``t1w_mprage_prob``;
     1. T2-weighted: turbo spin echo, modelled as ``SpinEcho`` with long TR and TE;
     2. FLAIR: inversion-recovery spin echo (``FLAIR``).
 
-Sequence parameter ranges are deliberately wider than clinical practice so that a network sees
-a continuum of protocols; restrict them (or hold parts out) by passing other ``ProtocolRanges``.
+Sequence parameter ranges cover clinical practice (see :mod:`simulation.protocol_ranges`);
+restrict them (or hold parts out) by passing other ``ProtocolRanges``.
+
+Partial volumes (``partial_volume``)
+    ``"signal"`` (default, physical): a voxel's signal is the fraction-weighted sum of its tissues'
+    signals, ``q = Σ_k f_k q(PD_k, T1_k, T2_k)``, as in a real voxel; ``"maps"``: the signal of
+    the fraction-weighted maps, ``q(Σ_k f_k PD_k, Σ_k f_k T1_k, Σ_k f_k T2_k)`` (the convention
+    of the W2Q weights trained before 2026-11). The targets are the fraction-weighted maps either
+    way; for partial-volume pixels they are a convention, so score T1/T2 on pure tissue
+    (``fractions`` > 0.95).
 
 Image formation, per contrast ``c``
     ``image_c = | s_c · b_c · q_c(PD, T1, T2) + σ_c s_c (n₁ + i n₂) |`` with ``q_c`` the signal
@@ -39,8 +48,9 @@ from torch.utils.data import Dataset
 from .anatomy import Anatomy, resolve_anatomy
 from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
 from .protocol_ranges import CONTRASTS, SEQUENCE_TYPES, ProtocolRanges, Range
+from .mprage import MPRAGE
 from .t1_dataset import sample_seed
-from .tissues import map_weights, sample_tissue_values
+from .tissues import BRAIN_CLASSES, TissueRange, map_weights, sample_tissue_values
 
 __all__ = ["ProtocolRanges", "WeightedImageDataset", "SEQUENCE_TYPES", "CONTRASTS"]
 
@@ -58,16 +68,23 @@ class WeightedImageDataset(Dataset):
         augmentation are unused: the images are magnitudes).
     protocols
         :class:`ProtocolRanges`, the ranges the sequence parameters are drawn from.
+    partial_volume
+        ``"signal"`` (physical, default) or ``"maps"`` (module docstring).
+    tissue_ranges
+        Per-class value ranges (default :data:`~simulation.tissues.TISSUE_RANGES`; W2Q trains on
+        :data:`~simulation.tissues.W2Q_TISSUE_PRIOR`).
     dtype
         ``torch.float32`` (default) or ``torch.float64``.
 
     Notes
     -----
     ``__getitem__`` returns a dict: ``images`` ``(3, Y, X)`` (T1w, T2w, FLAIR);
-    ``sequence_params`` ``(3, 4)`` = (TR [s], TE [s], TI [s] (0 if none), flip angle [deg]
-    (90 for the spin echoes)); ``sequence_types`` ``(3,)`` long, ids into
+    ``sequence_params`` ``(3, 6)`` = :data:`~simulation.protocol_ranges.PROTOCOL_FIELDS` (TR [s],
+    TE [s], TI [s] (0 if none), flip angle [deg] (90 for the spin echoes), τ [s] and N (MP-RAGE,
+    else 0)); ``sequence_types`` ``(3,)`` long, ids into
     :data:`SEQUENCE_TYPES`; ``params`` ``(3, Y, X)`` = (PD, T1 [s], T2 [s]); ``brain_mask``
-    ``(Y, X)`` bool; ``scale`` ``(3,)`` and ``sigma`` ``(3,)`` (noise std of the real and of the
+    ``(Y, X)`` bool; ``fractions`` ``(3, Y, X)`` of (gm, wm, csf) (zeros for an absent class);
+    ``scale`` ``(3,)`` and ``sigma`` ``(3,)`` (noise std of the real and of the
     imaginary part, in image units) per contrast; ``bias`` ``(3, Y, X)`` the smooth bias field
     ``b_c`` of every contrast (so the noise-free image is ``scale · bias · |q(params)|``);
     ``slice_index`` ``()`` long.
@@ -83,6 +100,8 @@ class WeightedImageDataset(Dataset):
         seed: int = 0,
         image_size: int | tuple[int, int] = 192,
         protocols: ProtocolRanges | None = None,
+        partial_volume: str = "signal",
+        tissue_ranges: dict[str, TissueRange] | None = None,
         augmentation: AugmentationConfig | None = None,
         fov_mm: float | None = None,
         dtype: torch.dtype = torch.float32,
@@ -102,41 +121,58 @@ class WeightedImageDataset(Dataset):
         self.augmentation = AugmentationConfig() if augmentation is None else augmentation
         self.fov_mm = fov_mm
         self.dtype = dtype
+        if partial_volume not in ("signal", "maps"):
+            raise ValueError(f"partial_volume must be 'signal' or 'maps'; got {partial_volume!r}")
+        self.partial_volume = partial_volume
+        self.tissue_ranges = tissue_ranges
 
     def __len__(self) -> int:
         return self.length
 
+    def _draw(self, g: torch.Generator, r: Range) -> float:
+        """One value of a sequence parameter from its range ``r`` (uniform; subclasses hold out bands)."""
+        return _u(g, r)
+
     def draw_protocol(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One protocol: ``(3, 4)`` float64 (TR, TE, TI, FA) and ``(3,)`` long sequence ids."""
-        pr = self.protocols
-        gre = float(torch.rand((), generator=g, dtype=torch.float64)) < pr.t1w_gre_prob
-        if gre:
-            t1w = [_u(g, pr.t1w_gre_tr), _u(g, pr.t1w_gre_te), 0.0, _u(g, pr.t1w_gre_fa)]
+        """One protocol: ``(3, 6)`` float64 (:data:`PROTOCOL_FIELDS`) and ``(3,)`` long sequence ids."""
+        pr, d = self.protocols, self._draw
+        u = float(torch.rand((), generator=g, dtype=torch.float64))
+        if u < pr.t1w_gre_prob:
+            kind, t1w = "spoiled_gre", [d(g, pr.t1w_gre_tr), d(g, pr.t1w_gre_te), 0.0, d(g, pr.t1w_gre_fa), 0.0, 0.0]
+        elif u < pr.t1w_gre_prob + pr.t1w_mprage_prob:
+            kind = "mprage"
+            tr, te, ti, fa = d(g, pr.mprage_tr), d(g, pr.mprage_te), d(g, pr.mprage_ti), d(g, pr.mprage_fa)
+            n = round(d(g, pr.mprage_n))
+            tau = min(d(g, pr.mprage_tau), pr.mprage_tau_cap(tr, ti, n))
+            t1w = [tr, min(te, 0.8 * tau), ti, fa, tau, float(n)]
         else:
-            t1w = [_u(g, pr.t1w_se_tr), _u(g, pr.t1w_se_te), 0.0, 90.0]
-        t2w = [_u(g, pr.t2w_tr), _u(g, pr.t2w_te), 0.0, 90.0]
-        flair = [_u(g, pr.flair_tr), _u(g, pr.flair_te), _u(g, pr.flair_ti), 90.0]
+            kind, t1w = "spin_echo", [d(g, pr.t1w_se_tr), d(g, pr.t1w_se_te), 0.0, 90.0, 0.0, 0.0]
+        t2w = [d(g, pr.t2w_tr), d(g, pr.t2w_te), 0.0, 90.0, 0.0, 0.0]
+        flair = [d(g, pr.flair_tr), d(g, pr.flair_te), d(g, pr.flair_ti), 90.0, 0.0, 0.0]
         seq = torch.tensor([t1w, t2w, flair], dtype=torch.float64)
-        types = torch.tensor([SEQUENCE_TYPES.index("spoiled_gre" if gre else "spin_echo"),
-                              SEQUENCE_TYPES.index("spin_echo"), SEQUENCE_TYPES.index("flair")])
+        types = torch.tensor([SEQUENCE_TYPES.index(kind), SEQUENCE_TYPES.index("spin_echo"),
+                              SEQUENCE_TYPES.index("flair")])
         return seq, types
 
     @staticmethod
     def signal(params: torch.Tensor, seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         """Noise-free weighted signals ``(B, 3, Y, X)`` of ``params`` ``(B, 3, Y, X)`` (PD, T1, T2)
-        for one protocol (``seq`` ``(3, 4)``, ``types`` ``(3,)``) by the signal models.
+        for one protocol (``seq`` ``(3, 6)`` or ``(3, 4)`` without MP-RAGE, ``types`` ``(3,)``).
 
-        FLAIR is the signed signal (``magnitude=False``): the magnitude is taken after the
+        FLAIR and MP-RAGE are signed (``magnitude=False``): the magnitude is taken after the
         complex noise is added, which makes the noise Rician."""
         from .signal_models import FLAIR, SpinEcho, SpoiledGRE
 
         out = []
-        for (tr, te, ti, fa), kind in zip(seq.tolist(), types.tolist()):
+        for row, kind in zip(seq.tolist(), types.tolist()):
+            tr, te, ti, fa = row[:4]
             name = SEQUENCE_TYPES[kind]
             if name == "spin_echo":
                 model = SpinEcho(tr=tr, te=te)
             elif name == "spoiled_gre":
                 model = SpoiledGRE(tr=tr, te=te, flip_angle_deg=fa)
+            elif name == "mprage":
+                model = MPRAGE(tr, te, ti, fa, row[4], row[5], magnitude=False)
             else:
                 model = FLAIR(tr=tr, te=te, ti=ti, magnitude=False)
             out.append(model(params))
@@ -157,11 +193,13 @@ class WeightedImageDataset(Dataset):
         a = self.anatomy
         g = torch.Generator().manual_seed(sample_seed(self.seed, index))
         n = int(torch.randint(a.n_slices, (), generator=g))
-        values = sample_tissue_values(a.class_names, g)
+        values = sample_tissue_values(a.class_names, g, self.tissue_ranges)
         w, b, _ = map_weights(values, a.class_names, with_t2=True)  # pd, t1, t2, brain, tissue
         theta = random_affine(a.shape, a.voxel_size_mm, self.image_size, self.augmentation, g, self.fov_mm)
         frac = self.anatomy.fractions[:, n].contiguous()
         pd, t1, t2, brain, _tissue = warp_linear_maps(frac, w, b, theta, self.image_size)
+        k = len(a.class_names)
+        warped = warp_linear_maps(frac, torch.eye(k), torch.zeros(k), theta, self.image_size).clamp(0, 1)
         cfg = self.augmentation
         fields = random_smooth_fields(
             self.image_size,
@@ -176,7 +214,10 @@ class WeightedImageDataset(Dataset):
         u = torch.rand(2, 3, generator=g, dtype=torch.float64)
         scale = torch.exp(lo + (hi - lo) * u[0]).to(self.dtype)
         sigma_rel = (pr.noise_rel[0] + (pr.noise_rel[1] - pr.noise_rel[0]) * u[1]).to(self.dtype)
-        clean = self.signal(params[None], seq, types)[0]  # (3, Y, X)
+        if self.partial_volume == "maps":
+            clean = self.signal(params[None], seq, types)[0]  # (3, Y, X)
+        else:
+            clean = self.tissue_signal_sum(values, warped, fields[:2], seq, types)
         brain_mask = brain >= 0.5
         level = self.signal_level(clean, brain_mask)
         bias = fields[2:].exp().to(self.dtype)
@@ -190,11 +231,25 @@ class WeightedImageDataset(Dataset):
             "sequence_types": types,
             "params": params,
             "brain_mask": brain_mask,
+            "fractions": torch.stack([warped[a.class_names.index(c)] if c in a.class_names else torch.zeros_like(brain)
+                                      for c in BRAIN_CLASSES]).to(self.dtype),
             "scale": scale,
             "sigma": sigma,
             "bias": bias,
             "slice_index": torch.tensor(n, dtype=torch.long),
         }
+
+    def tissue_signal_sum(self, values: torch.Tensor, fractions: torch.Tensor, rel_fields: torch.Tensor,
+                          seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """Physical partial volumes: ``Σ_k f_k q(PD_k, T1_k (1 + δ1), T2_k (1 + δ2))`` ``(3, Y, X)``.
+
+        ``values`` ``(K, 3)`` (T1 [s], T2 [s], PD) per class, ``fractions`` ``(K, Y, X)``,
+        ``rel_fields`` ``(2, Y, X)`` the smooth relative T1/T2 factors δ1, δ2."""
+        t1, t2, pd = values.to(self.dtype).unbind(-1)
+        one = torch.ones_like(rel_fields[0], dtype=self.dtype)
+        per_class = torch.stack([pd[:, None, None] * one, t1[:, None, None] * (1 + rel_fields[0]).to(self.dtype),
+                                 t2[:, None, None] * (1 + rel_fields[1]).to(self.dtype)], 1)  # (K, 3, Y, X)
+        return (self.signal(per_class, seq, types) * fractions[:, None].to(self.dtype)).sum(0)
 
     def __repr__(self) -> str:
         return (

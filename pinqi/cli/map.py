@@ -9,7 +9,8 @@ Inputs
     ``ScanningSequence`` (``SE``, ``GR``, ``IR`` + ``SE``). The T2w slot defaults to spin echo and
     the FLAIR slot to FLAIR; the T1w type must be given. Command-line values
     (``args.tr_t1w``, ``args.te_t1w``, ``args.ti_t1w``, ``args.fa_t1w``, ``args.seq_t1w``, same for
-    t2w / flair, when the parser defines them) override the sidecar. Optional ``--brain-mask``;
+    t2w / flair, and ``args.tr_exc_t1w``, ``args.n_shots_t1w`` for MP-RAGE, when the parser defines
+    them) override the sidecar. Optional ``--brain-mask``;
     without it a mask is made by thresholding the mean normalised image at 10 % (fine for
     skull-stripped or simulated data; give a mask for anything else).
 Processing
@@ -21,8 +22,11 @@ Outputs (qMRI-BIDS)
     ``<prefix>T1map.nii.gz`` and ``<prefix>T2map.nii.gz`` (seconds), ``<prefix>PDmap.nii.gz``
     (arbitrary units, white matter ≈ 0.7), each with a JSON sidecar (``Units``, provenance), in
     the input's orientation with its affine; zero outside the brain mask; plus
-    ``<prefix>W2Q_overview.png``. ``prefix`` keeps the BIDS entities of the first input (e.g.
-    ``sub-01_ses-1_``). All files are written to temporary names and renamed at the end.
+    ``<prefix>W2Q_overview.png``; and the per-pixel standard deviations from the curvature of the
+    final fit (:mod:`pinqi.w2q.uncertainty`) as ``<prefix>desc-std_PDmap``, ``..._T1map``,
+    ``..._T2map.nii.gz`` (same units). ``prefix`` keeps the BIDS entities of the first input (e.g.
+    ``sub-01_ses-1_``). All files are written through :class:`pinqi.io.outputs.OutputSet`
+    (exclusive temporary names, renamed only when all are complete, none left after a failure).
 Refused (ValueError)
     missing sidecar keys, values that look like milliseconds, mismatched shapes or affines, a
     checkpoint that is not a trained W2Q model.
@@ -34,9 +38,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,13 @@ from tqdm import tqdm
 
 from simulation.sequence_checks import check_sequence
 
+from ..io.outputs import OutputSet, check_output_folder
 from ..w2q.model import W2Q
-from ..w2q.protocols import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, ProtocolRanges
+from ..w2q.protocols import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, ProtocolRanges, trained_ranges
 from ..w2q.training import load_w2q
 
-__all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "load_volumes", "load_map_model", "run_map", "map_volume"]
+__all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "outside_training", "load_volumes", "load_map_model",
+           "run_map", "map_volume"]
 
 log = logging.getLogger("pinqi")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "w2q.pt"
@@ -61,25 +65,31 @@ _KIND_ALIASES = {
     "spin_echo": "spin_echo", "se": "spin_echo", "tse": "spin_echo", "fse": "spin_echo", "spinecho": "spin_echo",
     "spoiled_gre": "spoiled_gre", "gre": "spoiled_gre", "gr": "spoiled_gre", "spgr": "spoiled_gre",
     "flash": "spoiled_gre", "t1_ffe": "spoiled_gre", "flair": "flair", "ir_se": "flair", "irse": "flair",
+    "mprage": "mprage", "mp_rage": "mprage", "ir_gr": "mprage", "ir_gre": "mprage", "tfl": "mprage", "tfe": "mprage",
 }
 _SLOT_DEFAULT = {"t2w": "spin_echo", "flair": "flair"}
 # Upper limits (s) above which a time is taken for milliseconds.
-_MS_LIMITS = {"RepetitionTime": 30.0, "EchoTime": 1.0, "InversionTime": 10.0}
+_MS_LIMITS = {"RepetitionTime": 30.0, "EchoTime": 1.0, "InversionTime": 10.0, "RepetitionTimePreparation": 30.0,
+              "RepetitionTimeExcitation": 0.1}
 _MAP_FILES = (("PDmap", "arbitrary"), ("T1map", "s"), ("T2map", "s"))
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """Sequence parameters of one input: TR, TE, TI (0 if none) in seconds, FA in degrees, type."""
+    """Sequence parameters of one input: TR (MP-RAGE: between inversions), TE, TI (0 if none) in
+    seconds, FA in degrees, type, and for MP-RAGE the readout spacing τ [s] and readouts N."""
 
     tr: float
     te: float
     ti: float
     fa: float
     kind: str
+    tau: float = 0.0
+    n: float = 0.0
 
     def as_row(self) -> list[float]:
-        return [self.tr, self.te, self.ti, self.fa]
+        """The W2Q protocol row (TR, TE, TI, FA, τ, N)."""
+        return [self.tr, self.te, self.ti, self.fa, self.tau, self.n]
 
 
 def sidecar_path(image: Path) -> Path:
@@ -97,8 +107,7 @@ def _kind(value: Any, where: str) -> str:
     if isinstance(value, (list, tuple)):
         parts = {str(v).strip().lower() for v in value}
         if "ir" in parts and "gr" in parts:
-            raise ValueError(f"{where}: inversion-prepared gradient echo (MP-RAGE, ScanningSequence {value!r}) is not "
-                             "supported by the trained W2Q (T1w must be a spin echo or a spoiled GRE)")
+            return "mprage"
         if "ir" in parts and parts & {"se", "tse"}:
             return "flair"
         if "gr" in parts:
@@ -133,19 +142,25 @@ def read_protocol(contrast: str, image: Path, overrides: dict[str, Any] | None =
             raise ValueError(f"{side}: not valid JSON ({error})") from None
         if not isinstance(meta, dict):
             raise ValueError(f"{side}: expected a JSON object; got {type(meta).__name__}")
-    meta.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    meta.update(given)
     where = f"{contrast} ({side if side.is_file() else image})"
-    if "SequenceType" in meta:
-        kind = _kind(meta["SequenceType"], where)
-    elif "ScanningSequence" in meta:
-        kind = _kind(meta["ScanningSequence"], where)
-    elif contrast in _SLOT_DEFAULT:
-        kind = _SLOT_DEFAULT[contrast]
+    for key in ("SequenceType", "PulseSequenceType", "ScanningSequence"):
+        if key in meta:
+            kind = _kind(meta[key], where)
+            break
     else:
-        raise ValueError(f"{where}: missing the sequence type: give SequenceType (spin_echo | spoiled_gre) or "
-                         f"ScanningSequence in the sidecar {side}, or --seq-{contrast}")
-    required = ["RepetitionTime", "EchoTime"] + (["InversionTime"] if kind == "flair" else []) \
-        + (["FlipAngle"] if kind == "spoiled_gre" else [])
+        if contrast not in _SLOT_DEFAULT:
+            raise ValueError(f"{where}: missing the sequence type: give SequenceType (spin_echo | spoiled_gre | mprage), "
+                             f"PulseSequenceType or ScanningSequence in the sidecar {side}, or --seq-{contrast}")
+        kind = _SLOT_DEFAULT[contrast]
+    if kind == "mprage" and "RepetitionTime" in meta and ("RepetitionTimePreparation" not in meta
+                                                          or "RepetitionTime" in given):
+        meta["RepetitionTimePreparation"] = meta["RepetitionTime"]  # dcm2niix writes the inversion TR there
+    tr_key = "RepetitionTimePreparation" if kind == "mprage" else "RepetitionTime"
+    required = [tr_key, "EchoTime"] + (["InversionTime"] if kind in ("flair", "mprage") else []) \
+        + (["FlipAngle"] if kind in ("spoiled_gre", "mprage") else []) \
+        + (["RepetitionTimeExcitation", "NumberShots"] if kind == "mprage" else [])
     missing = [k for k in required if k not in meta]
     if missing:
         raise ValueError(f"{where}: missing sidecar keys {missing} for a {kind} image (times in seconds, FlipAngle "
@@ -158,36 +173,53 @@ def read_protocol(contrast: str, image: Path, overrides: dict[str, Any] | None =
     if kind == "spoiled_gre" and values["RepetitionTime"] > 1.0:
         raise ValueError(f"{where}: RepetitionTime = {values['RepetitionTime']:g} s for a spoiled gradient echo looks "
                          f"like milliseconds; BIDS times are in seconds (e.g. {values['RepetitionTime'] / 1000:g})")
-    fa = _number(meta.get("FlipAngle", 90.0), "FlipAngle", where) if kind != "spoiled_gre" else values["FlipAngle"]
-    if kind == "spoiled_gre" and fa < 1.0:
+    gre = kind in ("spoiled_gre", "mprage")
+    fa = values["FlipAngle"] if gre else _number(meta.get("FlipAngle", 90.0), "FlipAngle", where)
+    if gre and fa < 1.0:
         raise ValueError(f"{where}: FlipAngle = {fa:g} looks like radians; it must be in degrees")
     ti = values.get("InversionTime", 0.0)
-    params = {"tr": values["RepetitionTime"], "te": values["EchoTime"]}
+    params = {"tr": values[tr_key], "te": values["EchoTime"]}
+    tau, n = values.get("RepetitionTimeExcitation", 0.0), values.get("NumberShots", 0.0)
     try:
         if kind == "flair":
             check_sequence("flair", ti=ti, **params)
+        elif kind == "mprage":
+            check_sequence("mprage", ti=ti, flip_angle_deg=fa, tr_excitation=tau, n_readouts=n, **params)
         elif kind == "spoiled_gre":
             check_sequence("gre", flip_angle_deg=fa, **params)
         else:
             check_sequence("se", **params)
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
-    protocol = Protocol(values["RepetitionTime"], values["EchoTime"], ti, fa, kind)
-    _warn_outside_training(contrast, protocol)
-    return protocol
+    return Protocol(values[tr_key], values["EchoTime"], ti, fa, kind, tau, n)
 
 
-def _warn_outside_training(contrast: str, p: Protocol) -> None:
-    """Log a warning when a protocol lies outside the ranges the shipped model was trained on."""
-    r = ProtocolRanges()
-    ranges = {"spin_echo": {"tr": r.t1w_se_tr, "te": r.t1w_se_te}, "spoiled_gre": {"tr": r.t1w_gre_tr, "te": r.t1w_gre_te,
-              "fa": r.t1w_gre_fa}} if contrast == "t1w" else {"spin_echo": {"tr": r.t2w_tr, "te": r.t2w_te},
-              "flair": {"tr": r.flair_tr, "te": r.flair_te, "ti": r.flair_ti}}
-    outside = [f"{k.upper()} {getattr(p, k):g} not in [{lo:g}, {hi:g}]" for k, (lo, hi) in ranges.get(p.kind, {}).items()
-               if not lo <= getattr(p, k) <= hi]
-    if outside:
-        log.warning("%s: protocol outside the simulated training ranges (%s); maps may be unreliable",
-                    contrast, "; ".join(outside))
+def outside_training(contrast: str, p: Protocol, ranges: ProtocolRanges | None = None) -> list[str]:
+    """The parameters of ``p`` (slot ``contrast``) outside the training ``ranges``, one text each
+    (e.g. ``"TR 0.004 not in [0.006, 0.03]"``); a sequence type never trained in that slot is one too."""
+    r = ProtocolRanges() if ranges is None else ranges
+    if contrast == "t1w":
+        by_kind = {"spin_echo": {"tr": r.t1w_se_tr, "te": r.t1w_se_te},
+                   "spoiled_gre": {"tr": r.t1w_gre_tr, "te": r.t1w_gre_te, "fa": r.t1w_gre_fa},
+                   "mprage": {"tr": r.mprage_tr, "te": r.mprage_te, "ti": r.mprage_ti, "fa": r.mprage_fa,
+                              "n": r.mprage_n, "tau": r.mprage_tau}}
+        if p.kind == "mprage" and r.t1w_mprage_prob == 0:
+            return ["sequence type mprage (never seen in training)"]
+    else:
+        by_kind = {"spin_echo": {"tr": r.t2w_tr, "te": r.t2w_te}, "flair": {"tr": r.flair_tr, "te": r.flair_te, "ti": r.flair_ti}}
+    return [f"{k.upper()} {getattr(p, k):g} not in [{lo:g}, {hi:g}]" for k, (lo, hi) in by_kind.get(p.kind, {}).items()
+            if not lo <= getattr(p, k) <= hi]
+
+
+def _check_trained_ranges(protocols: dict[str, Protocol], ranges: ProtocolRanges, strict: bool) -> None:
+    """Warn (or, ``strict``, refuse) for every protocol outside the training ranges, naming the parameters."""
+    for contrast, p in protocols.items():
+        if (outside := outside_training(contrast, p, ranges)) and strict:
+            raise ValueError(f"{contrast}: protocol outside the ranges the model was trained on ({'; '.join(outside)}); "
+                             "refused because of --strict")
+        if outside:
+            log.warning("%s: protocol outside the simulated training ranges (%s); maps may be unreliable",
+                        contrast, "; ".join(outside))
 
 
 def _load_nifti(path: Path, what: str) -> tuple[np.ndarray, nib.Nifti1Image]:
@@ -278,11 +310,13 @@ def _from_grid(x: torch.Tensor, info: tuple[int, int, int]) -> torch.Tensor:
 
 
 def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.Tensor, protocols: torch.Tensor,
-               types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+               types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True,
+               return_std: bool = False) -> Any:
     """Maps ``(3, Z, Y, X)`` of RAS-ordered slices ``volumes`` ``(3, Z, Y, X)`` (zeros for missing
-    contrasts), ``mask`` ``(Z, Y, X)``, protocol ``(3, 4)``, types ``(3,)``, availability ``(3,)``."""
-    nz = volumes.shape[1]
-    out = torch.zeros(3, *volumes.shape[1:])
+    contrasts), ``mask`` ``(Z, Y, X)``, protocol ``(3, 6)`` (or ``(3, 4)``), types ``(3,)``,
+    availability ``(3,)``; with ``return_std`` also their standard deviations ``(3, Z, Y, X)``."""
+    nz, nf = volumes.shape[1], protocols.shape[-1]
+    out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
     todo = [z for z in range(nz) if bool(mask[z].any())]
     bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
     for start in range(0, len(todo), batch_size):
@@ -290,23 +324,27 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
         b = len(zs)
         imgs = volumes[:, zs].transpose(0, 1).contiguous()  # (b, 3, Y, X)
         msk = mask[zs]
-        seq, typ, av = protocols.expand(b, 3, 4), types.expand(b, 3), available.expand(b, 3)
+        seq, typ, av = protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
         small, info = _to_grid(imgs, image_size, "bilinear")
         small_mask, _ = _to_grid(msk[:, None].float(), image_size, "bilinear")
         with torch.no_grad():
             p_small = model(small, seq, typ, small_mask[:, 0] > 0.5, av).final
-            if info[2] == image_size and info[:2] == (image_size, image_size):
+            native = info[2] == image_size and info[:2] == (image_size, image_size)
+            if native and not return_std:
                 p = p_small
             else:
-                p = model.refit(imgs, seq, typ, msk, _from_grid(p_small, info), av)
+                p, s = model.refit(imgs, seq, typ, msk, p_small if native else _from_grid(p_small, info), av,
+                                   return_std=True)
+                std[:, zs] = (s * msk[:, None]).transpose(0, 1)
         out[:, zs] = (p * msk[:, None]).transpose(0, 1)
         bar.update(b)
     bar.close()
-    return out
+    return (out, std) if return_std else out
 
 
 def _overrides(args: argparse.Namespace, contrast: str) -> dict[str, Any]:
-    names = {"RepetitionTime": "tr", "EchoTime": "te", "InversionTime": "ti", "FlipAngle": "fa", "SequenceType": "seq"}
+    names = {"RepetitionTime": "tr", "EchoTime": "te", "InversionTime": "ti", "FlipAngle": "fa", "SequenceType": "seq",
+             "RepetitionTimeExcitation": "tr_exc", "NumberShots": "n_shots"}
     return {key: getattr(args, f"{short}_{contrast}", None) for key, short in names.items()}
 
 
@@ -316,15 +354,14 @@ def _prefix(path: Path) -> str:
     return "_".join(parts[:-1]) + "_" if len(parts) > 1 and all("-" in p for p in parts[:-1]) else ""
 
 
-def _save_atomic_nifti(data: np.ndarray, ref: nib.Nifti1Image, path: Path) -> Path:
+def _save_nifti(data: np.ndarray, ref: nib.Nifti1Image, path: Path) -> None:
+    """``data`` on the grid of ``ref`` as float32 NIfTI at ``path`` (a name reserved in an OutputSet)."""
     header = ref.header.copy()
     header.set_data_dtype(np.float32)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    nib.save(nib.Nifti1Image(data.astype(np.float32), ref.affine, header), str(tmp))
-    return tmp
+    nib.save(nib.Nifti1Image(data.astype(np.float32), ref.affine, header), str(path))
 
 
-def _overview(path: Path, inputs: dict[str, np.ndarray], maps: np.ndarray, mask: np.ndarray) -> Path:
+def _overview(path: Path, inputs: dict[str, np.ndarray], maps: np.ndarray, mask: np.ndarray) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,24 +379,27 @@ def _overview(path: Path, inputs: dict[str, np.ndarray], maps: np.ndarray, mask:
         if vmax is not None:
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"W2Q maps, slice {z}")
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return tmp
+    try:
+        fig.savefig(path, dpi=80, format="png")
+    finally:
+        plt.close(fig)
 
 
 def run_map(args: argparse.Namespace) -> dict[str, Path]:
     """``pinqi map``: args.t1w, args.t2w, args.flair (Paths or None), args.brain_mask, args.checkpoint
     (None: shipped weights), args.out; optional overrides ``args.tr_t1w`` ... (module docstring).
     Returns the written files by name."""
+    check_output_folder(args.out)
     paths = {c: getattr(args, c, None) for c in CONTRASTS}
     arrays, mask, ref = load_volumes(paths, getattr(args, "brain_mask", None))
     protocols = {c: read_protocol(c, Path(p), _overrides(args, c)) for c, p in paths.items() if p is not None}
     for c, prot in protocols.items():
-        allowed = ("spin_echo", "spoiled_gre") if c == "t1w" else (_SLOT_DEFAULT[c],)
+        allowed = ("spin_echo", "spoiled_gre", "mprage") if c == "t1w" else (_SLOT_DEFAULT[c],)
         if prot.kind not in allowed:
             raise ValueError(f"{c}: a {prot.kind} image cannot fill the {c} slot (expected {' or '.join(allowed)})")
     model, image_size, payload = load_map_model(getattr(args, "checkpoint", None))
+    data_version = int(json.loads(payload["config"]).get("data_version", 1))
+    _check_trained_ranges(protocols, trained_ranges(data_version), bool(getattr(args, "strict", False)))
     ornt = nib.io_orientation(ref.affine)
     shape = next(iter(arrays.values())).shape
 
@@ -378,8 +418,8 @@ def run_map(args: argparse.Namespace) -> dict[str, Path]:
             seq[i] = torch.tensor(protocols[c].as_row())
             types[i] = SEQUENCE_TYPES.index(protocols[c].kind)
             available[i] = True
-    maps = map_volume(model, image_size, full, mask_t, seq, types, available,
-                      progress=not getattr(args, "no_progress", False))
+    maps, stds = map_volume(model, image_size, full, mask_t, seq, types, available,
+                            progress=not getattr(args, "no_progress", False), return_std=True)
     inverse = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
 
     def to_array(v: torch.Tensor) -> np.ndarray:
@@ -389,32 +429,22 @@ def run_map(args: argparse.Namespace) -> dict[str, Path]:
         return np.ascontiguousarray(out)
 
     out_maps = np.stack([to_array(maps[i]) for i in range(3)])
+    out_stds = np.stack([to_array(stds[i]) for i in range(3)])
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    first = Path(next(p for p in paths.values() if p is not None))
-    prefix = _prefix(first)
-    written: dict[str, Path] = {}
-    pending: list[tuple[Path, Path]] = []
-    try:
+    prefix = _prefix(Path(next(p for p in paths.values() if p is not None)))
+    with OutputSet(out_dir) as outputs:  # all files appear together, or none
         for i, (name, units) in enumerate(_MAP_FILES):
-            target = out_dir / f"{prefix}{name}.nii.gz"
-            pending.append((_save_atomic_nifti(out_maps[i], ref, target), target))
-            side = out_dir / f"{prefix}{name}.json"
+            _save_nifti(out_maps[i], ref, outputs.reserve(f"{prefix}{name}.nii.gz"))
             meta = {"Units": units, "EstimationMethod": "W2Q (pinqi): protocol-conditioned network + pixel-wise fit "
                     "of the weighted signal models", "BasedOn": [str(p) for p in paths.values() if p is not None],
                     "SequenceParameters": {c: p.__dict__ for c, p in protocols.items()},
                     "TrainedSteps": int(payload.get("step", 0))}
-            tmp = side.with_name(f".tmp-{uuid.uuid4().hex}-{side.name}")
-            tmp.write_text(json.dumps(meta, indent=2) + "\n")
-            pending.append((tmp, side))
-        png = out_dir / f"{prefix}W2Q_overview.png"
-        pending.append((_overview(png, arrays, out_maps, mask), png))
-    except BaseException:
-        for tmp, _ in pending:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, target in pending:
-        os.replace(tmp, target)
-        written[target.name] = target
+            outputs.reserve(f"{prefix}{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+            _save_nifti(out_stds[i], ref, outputs.reserve(f"{prefix}desc-std_{name}.nii.gz"))
+            std_meta = {"Units": units, "Description": f"per-pixel std of the {name}: fit curvature x residual noise "
+                        "(pinqi.w2q.uncertainty); excludes prior and scale biases"}
+            outputs.reserve(f"{prefix}desc-std_{name}.json").write_text(json.dumps(std_meta, indent=2) + "\n")
+        _overview(outputs.reserve(f"{prefix}W2Q_overview.png"), arrays, out_maps, mask)
+    written = {path.name: path for path in outputs.written}
     print(f"wrote {', '.join(sorted(written))} to {out_dir}")
     return written

@@ -1,5 +1,5 @@
 """Configuration of W2Q: the model (:class:`W2QConfig`) and its training (:class:`W2QTrainConfig`,
-the ``cpu`` / ``paper`` / ``micro`` presets, :func:`load_w2q_config`).
+the ``cpu`` / ``ship`` / ``gpu`` / ``paper`` / ``micro`` presets, :func:`load_w2q_config`).
 
 ``model_type`` chooses the model: ``"w2q"`` (protocol-embedding network + K fit/refine
 iterations), ``"embedding"`` (the same network without the fit layer) or ``"unet"`` (plain U-Net,
@@ -40,6 +40,10 @@ class W2QConfig(ConfigMixin):
     scale_bound, percentile, wm_fraction
         ±bound of the scale around its reference, the normalising percentile, the share of brain
         pixels taken as white-matter-like (see :mod:`pinqi.w2q_scale`).
+    protocol_version
+        Protocol features (:func:`pinqi.w2q.signal.protocol_features`): 1 without MP-RAGE (the
+        weights trained before it; the default, so that their stored configuration reads as
+        before), 2 with MP-RAGE and the literature tissue centres.
     field_degree
         0: one global scale per contrast (as the issue specifies). > 0: additionally a smooth
         relative receive field per contrast, a polynomial of this degree fitted in closed form
@@ -60,8 +64,11 @@ class W2QConfig(ConfigMixin):
     percentile: float = 0.95
     wm_fraction: float = 0.25
     field_degree: int = 0
+    protocol_version: int = 1
 
     def __post_init__(self) -> None:
+        if self.protocol_version not in (1, 2):
+            raise ValueError(f"protocol_version must be 1 or 2; got {self.protocol_version}")
         if self.network not in ("embedding", "plain"):
             raise ValueError(f"network must be 'embedding' or 'plain'; got {self.network!r}")
         if self.n_iterations < 0 or (self.network == "plain" and self.n_iterations):
@@ -80,7 +87,9 @@ class W2QTrainConfig(ConfigMixin):
     ``loss_weights`` (PD, T1, T2) of the supervised L1; ``tv_weight``, ``pd_floor_weight``,
     ``pd_floor`` of the self-supervised loss; ``held_out`` the protocol band kept for validation;
     ``threads`` for ``torch.set_num_threads`` (0: leave it); ``init_from`` a checkpoint whose
-    matching weights initialise a fresh run.
+    matching weights initialise a fresh run; ``data_version`` the simulated data
+    (:func:`pinqi.w2q.protocols.data_settings`: 1 legacy ranges, map-mixed partial volumes and the
+    wide tissue ranges; 2 clinical ranges with MP-RAGE, physical partial volumes, literature prior).
     """
 
     model: W2QConfig = field(default_factory=W2QConfig)
@@ -110,8 +119,13 @@ class W2QTrainConfig(ConfigMixin):
     threads: int = 1
     init_from: str = ""
     seed: int = 0
+    data_version: int = 1
 
     def __post_init__(self) -> None:
+        if self.data_version not in (1, 2) or (self.data_version == 2 and self.model.network != "plain"
+                                               and self.model.protocol_version < 2):
+            raise ValueError(f"data_version must be 1 or 2, and data with MP-RAGE (2) needs protocol_version 2; "
+                             f"got data_version {self.data_version}, protocol_version {self.model.protocol_version}")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}; got {self.model_type!r}")
         if self.mode not in ("supervised", "self-supervised"):
@@ -126,27 +140,43 @@ class W2QTrainConfig(ConfigMixin):
 
 def cpu_preset() -> W2QTrainConfig:
     """64x64 slices, batch 8, 5000 network-only + 2500 full steps (K = 2, 6 Gauss-Newton iterations
-    per fit): about 0.4 s per network step and 1.1 s per full step, 80 minutes on one free CPU core.
-    The network-only baselines train for the same 7500 steps (50 and 30 minutes)."""
-    return W2QTrainConfig(model=W2QConfig(fit_max_iter=6), pretrain_steps=5000, steps=2500, warmup_steps=100,
-                          full_warmup_steps=50, checkpoint_every=250)
+    per fit), clinical protocols with MP-RAGE, physical partial volumes, literature prior: about
+    0.4 s per network step and 1.1 s per full step, 80 minutes on one free CPU core."""
+    return W2QTrainConfig(model=W2QConfig(fit_max_iter=6, protocol_version=2), pretrain_steps=5000, steps=2500,
+                          warmup_steps=100, full_warmup_steps=50, checkpoint_every=250, data_version=2)
+
+
+def ship_preset() -> W2QTrainConfig:
+    """The shipped weights' run on a shared CPU core: the ``cpu`` model, initialised from the shipped
+    ``pinqi/weights/w2q.pt`` (every tensor but the protocol embedding's input layer fits), 2000
+    network + 600 full steps, checkpoints every 50 steps (resumable)."""
+    return cpu_preset().replace(pretrain_steps=2000, steps=600, warmup_steps=50, full_warmup_steps=25,
+                                checkpoint_every=50, init_from="pinqi/weights/w2q.pt", lr=1e-3)
+
+
+def gpu_preset() -> W2QTrainConfig:
+    """One GPU for about 8 minutes: the ``cpu`` model and data, batch 32, 3000 network + 1000 full steps
+    (all threads)."""
+    return cpu_preset().replace(batch_size=32, pretrain_steps=3000, steps=1000, checkpoint_every=250, threads=0,
+                                val_samples=64)
 
 
 def paper_preset() -> W2QTrainConfig:
     """A larger configuration for a GPU: 192x192, batch 16, wider networks, 3 iterations."""
-    model = W2QConfig(n_iterations=3, features=(32, 64, 128, 256), embed_dim=64, group_size=16, fit_max_iter=10)
+    model = W2QConfig(n_iterations=3, features=(32, 64, 128, 256), embed_dim=64, group_size=16, fit_max_iter=10,
+                      protocol_version=2)
     return W2QTrainConfig(model=model, image_size=192, batch_size=16, steps=10000, pretrain_steps=2000,
-                          warmup_steps=200, val_samples=64, checkpoint_every=250, threads=0)
+                          warmup_steps=200, val_samples=64, checkpoint_every=250, threads=0, data_version=2)
 
 
 def micro_preset() -> W2QTrainConfig:
     """Seconds-long runs for tests: 16x16 phantom, tiny networks."""
-    model = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=3)
+    model = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=3, protocol_version=2)
     return W2QTrainConfig(model=model, anatomy="phantom", image_size=16, batch_size=2, steps=2, pretrain_steps=1,
-                          warmup_steps=1, val_samples=2, checkpoint_every=2)
+                          warmup_steps=1, val_samples=2, checkpoint_every=2, data_version=2)
 
 
-PRESETS = {"cpu": cpu_preset, "paper": paper_preset, "micro": micro_preset}
+PRESETS = {"cpu": cpu_preset, "ship": ship_preset, "gpu": gpu_preset, "paper": paper_preset, "micro": micro_preset}
 
 
 def load_w2q_config(preset: str, config_file: str | Path | None = None, **changes: Any) -> W2QTrainConfig:

@@ -1,8 +1,8 @@
 """Data of W2Q training: held-out protocol bands and contrast dropout (see :mod:`pinqi.w2q.training`).
 
 :class:`BandedProtocolDataset` is a :class:`simulation.WeightedImageDataset` whose protocols are
-drawn from the (deliberately wider than clinical) :class:`~pinqi.w2q.protocols.
-ProtocolRanges` with a band of every continuous parameter held out: for training, each of TR,
+drawn from :class:`~pinqi.w2q.protocols.ProtocolRanges` (those of the training configuration's
+``data_version``, :func:`~pinqi.w2q.protocols.data_settings`) with a band of every continuous parameter held out: for training, each of TR,
 TE, TI and FA is drawn from outside the band (by default the lower or upper 40 % of its range);
 for validation and test from inside it (the middle 20 %).
 """
@@ -16,7 +16,7 @@ import torch
 from simulation import WeightedImageDataset, load_anatomy
 
 from .config import W2QTrainConfig
-from .protocols import SEQUENCE_TYPES, ProtocolRanges
+from .protocols import data_settings
 
 __all__ = ["BandedProtocolDataset", "build_dataset", "contrast_availability"]
 
@@ -41,6 +41,7 @@ class BandedProtocolDataset(WeightedImageDataset):
         self.held_out, self.part = (float(held_out[0]), float(held_out[1])), part
 
     def _draw(self, g: torch.Generator, r: tuple[float, float]) -> float:
+        """A value of range ``r`` outside (training) or inside (held out) the band."""
         u = float(torch.rand((), generator=g, dtype=torch.float64))
         lo, hi = self.held_out
         if self.part == "held_out":
@@ -50,18 +51,6 @@ class BandedProtocolDataset(WeightedImageDataset):
             f = f if f < lo else f + (hi - lo)
         return r[0] + (r[1] - r[0]) * f
 
-    def draw_protocol(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pr: ProtocolRanges = self.protocols
-        gre = float(torch.rand((), generator=g, dtype=torch.float64)) < pr.t1w_gre_prob
-        if gre:
-            t1w = [self._draw(g, pr.t1w_gre_tr), self._draw(g, pr.t1w_gre_te), 0.0, self._draw(g, pr.t1w_gre_fa)]
-        else:
-            t1w = [self._draw(g, pr.t1w_se_tr), self._draw(g, pr.t1w_se_te), 0.0, 90.0]
-        t2w = [self._draw(g, pr.t2w_tr), self._draw(g, pr.t2w_te), 0.0, 90.0]
-        flair = [self._draw(g, pr.flair_tr), self._draw(g, pr.flair_te), self._draw(g, pr.flair_ti), 90.0]
-        types = [SEQUENCE_TYPES.index("spoiled_gre" if gre else "spin_echo"), 0, SEQUENCE_TYPES.index("flair")]
-        return torch.tensor([t1w, t2w, flair], dtype=torch.float64), torch.tensor(types)
-
 
 def build_dataset(config: W2QTrainConfig, split: str, length: int, seed: int | None = None) -> BandedProtocolDataset:
     """Training (``split="train"``: protocols outside the band) or val/test data (inside it)."""
@@ -69,7 +58,7 @@ def build_dataset(config: W2QTrainConfig, split: str, length: int, seed: int | N
     anatomy = load_anatomy(config.anatomy, split, **kwargs)
     return BandedProtocolDataset(anatomy, length=length, seed=config.seed if seed is None else seed,
                                  image_size=config.image_size, held_out=config.held_out,
-                                 part="train" if split == "train" else "held_out")
+                                 part="train" if split == "train" else "held_out", **data_settings(config.data_version))
 
 
 def contrast_availability(batch: int, n_contrasts: int, p_drop: float, generator: torch.Generator) -> torch.Tensor:

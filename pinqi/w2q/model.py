@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ from .networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
 from .protocols import CONTRASTS, check_protocol
 from .scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
 from .signal import N_PROTOCOL_FEATURES, MultiContrastSignal, protocol_features
+from .uncertainty import fit_uncertainty
 
 __all__ = ["W2Q", "W2QOutput", "LOG_BOUNDS", "to_log_maps", "from_log_maps"]
 
@@ -127,7 +129,7 @@ class W2Q(nn.Module):
         if cfg.network == "plain":
             self.net: nn.Module = PlainUNet(self.n_contrasts, cfg.features, cfg.group_size)
         else:
-            self.net = W2QNet(N_PROTOCOL_FEATURES, self.n_contrasts, cfg.features, cfg.embed_dim, cfg.group_size,
+            self.net = W2QNet(N_PROTOCOL_FEATURES[cfg.protocol_version], self.n_contrasts, cfg.features, cfg.embed_dim, cfg.group_size,
                               n_iterations=max(1, cfg.n_iterations), refine=cfg.n_iterations > 1)
         raw = inverse_softplus(cfg.lambda_init, cfg.softplus_beta)
         self.raw_lambda = nn.Parameter(torch.full((max(cfg.n_iterations, 1), 3), raw))
@@ -151,16 +153,31 @@ class W2Q(nn.Module):
         b, t, ny, nx = images.shape
         check_protocol(seq, types)
         if seq.shape[:2] != (b, t):
-            raise ValueError(f"sequence_params must have shape (B, T, 4) = {(b, t, 4)}; got {tuple(seq.shape)}")
+            raise ValueError(f"sequence_params must have shape (B, T, 6) = {(b, t, 6)}; got {tuple(seq.shape)}")
+        if not bool(torch.isfinite(seq).all()):
+            raise ValueError("sequence_params must be finite; got NaN or inf")
         if not isinstance(mask, torch.Tensor) or mask.shape != (b, ny, nx):
             got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"brain_mask must have shape (B, Y, X) = {(b, ny, nx)}; got {got}")
+        empty = ~mask.to(torch.bool).flatten(1).any(1)
+        if bool(empty.any()):
+            raise ValueError(f"brain_mask is empty (no brain pixel) in samples {torch.nonzero(empty).flatten().tolist()}")
         if available is None:
             available = torch.ones(b, t, dtype=torch.bool, device=images.device)
         if available.shape != (b, t) or available.dtype != torch.bool:
             raise ValueError(f"available must be a bool tensor (B, T) = {(b, t)}; got {available.dtype} {tuple(available.shape)}")
         if not bool(available.any(1).all()):
             raise ValueError("every sample needs at least one available contrast")
+        bad = ~torch.isfinite(images) & available[..., None, None]
+        if bool(bad.any()):
+            raise ValueError(f"images hold {int(bad.sum())} NaN or inf values in available contrasts; "
+                             "mask or replace them before mapping")
+        inside = (images.abs() * mask.to(torch.bool)[:, None]).flatten(2).amax(-1)  # (B, T)
+        zero = (inside == 0) & available
+        if bool(zero.any()):
+            b_i, c_i = (int(v) for v in torch.nonzero(zero)[0])
+            raise ValueError(f"images: contrast {CONTRASTS[c_i] if c_i < len(CONTRASTS) else c_i} of sample {b_i} is "
+                             "zero everywhere in the brain mask; mark it unavailable (available=) or give the image")
         return available
 
     def forward(
@@ -181,9 +198,10 @@ class W2Q(nn.Module):
             ``(B, 3, Y, X)`` real magnitude images (T1w, T2w, FLAIR), any global scale per contrast;
             unavailable contrasts may hold anything (zeros).
         sequence_params
-            ``(B, 3, 4)``: TR [s], TE [s], TI [s] (0 if none), flip angle [deg].
+            ``(B, 3, 6)``: TR [s], TE [s], TI [s] (0 if none), flip angle [deg], MP-RAGE readout
+            spacing τ [s] and readouts per inversion N (0 otherwise); ``(B, 3, 4)`` without MP-RAGE.
         sequence_types
-            ``(B, 3)`` integer ids into ``SEQUENCE_TYPES`` = (spin_echo, spoiled_gre, flair).
+            ``(B, 3)`` integer ids into ``SEQUENCE_TYPES`` = (spin_echo, spoiled_gre, flair, mprage).
         brain_mask
             ``(B, Y, X)`` bool.
         available
@@ -224,7 +242,7 @@ class W2Q(nn.Module):
         if cfg.network == "plain":
             p_reg = self.net(shown, mask, available)
         else:
-            fused = self.net.encode(shown, mask, available, protocol_features(seq, sequence_types, signal))
+            fused = self.net.encode(shown, mask, available, protocol_features(seq, sequence_types, signal, cfg.protocol_version))
             p_reg = self.net.decode(fused, 0, None, None)
         reference = white_matter_reference(normalised, p_reg.detach(), mask, signal, cfg.wm_fraction)
         weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
@@ -264,12 +282,15 @@ class W2Q(nn.Module):
         brain_mask: torch.Tensor,
         p_reg: torch.Tensor,
         available: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_std: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """One fit layer (last λ) around given maps, at the images' own resolution.
 
         Used by ``pinqi map`` after running W2Q on slices resampled to the training grid: the
         up-sampled maps ``p_reg`` ``(B, 3, Y, X)`` are the prior, the native images the data, so
-        the written maps are consistent with the native inputs. Returns ``(B, 3, Y, X)``.
+        the written maps are consistent with the native inputs. Returns ``(B, 3, Y, X)``, and with
+        ``return_std`` also their per-pixel standard deviations ``(B, 3, Y, X)`` (PD, T1 [s], T2 [s])
+        from the curvature of the fit objective (:func:`pinqi.w2q.uncertainty.fit_uncertainty`).
         """
         available = self._validate(images, sequence_params, sequence_types, brain_mask, available)
         cfg, dtype = self.config, self.raw_lambda.dtype
@@ -280,7 +301,8 @@ class W2Q(nn.Module):
         reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
         scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
         weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
-        return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1])
+        return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1],
+                         return_std=return_std)
 
     def _intensity(self, q: torch.Tensor, normalised: torch.Tensor, mask: torch.Tensor,
                    reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,9 +312,10 @@ class W2Q(nn.Module):
         return scale, fit_smooth_field(scale[..., None, None] * q, normalised, mask, cfg.field_degree)
 
     def _fit(self, signal: MultiContrastSignal, normalised: torch.Tensor, factor: torch.Tensor, weight: torch.Tensor,
-             p_reg: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+             p_reg: torch.Tensor, lam: torch.Tensor, return_std: bool = False) -> Any:
         """One fit layer: weighted data term of the available contrasts in the brain, prior on ``u(p)``;
-        ``factor`` ``(B, T, Y, X)`` is the intensity (scale × field) dividing the images."""
+        ``factor`` ``(B, T, Y, X)`` is the intensity (scale × field) dividing the images. Returns the
+        maps, and with ``return_std`` also their standard deviations (:mod:`pinqi.w2q.uncertainty`)."""
         cfg = self.config
         y = weight * normalised / factor
 
@@ -301,6 +324,8 @@ class W2Q(nn.Module):
 
         u = nonlinear_fit(model, y, to_log_maps(p_reg), lam.view(1, 3, 1, 1), bounds=LOG_BOUNDS, solver=cfg.fit_solver,
                           max_iter=cfg.fit_max_iter, tol=cfg.fit_tol)
+        if return_std:
+            return from_log_maps(u), fit_uncertainty(model, y, u, lam, weight)
         return from_log_maps(u)
 
     def synthesise(self, output: W2QOutput, p: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,8 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
 
 def test_oracle_fit_recovers_noise_free_maps_only_with_the_bias_field() -> None:
     anatomy = load_anatomy("phantom", "test", shape=(16, 16), n_slices=2)
-    data = WeightedImageDataset(anatomy, length=2, seed=3, image_size=16, protocols=ProtocolRanges(noise_rel=(0.0, 0.0)),
+    data = WeightedImageDataset(anatomy, length=2, seed=3, image_size=16, partial_volume="maps",  # one tissue per pixel
+                                protocols=ProtocolRanges(noise_rel=(0.0, 0.0), t1w_mprage_prob=0.0),
                                 dtype=torch.float64)
     batch = default_collate([data[i] for i in range(2)])
     true_gain, global_only = bench.oracle_fits(batch).values()

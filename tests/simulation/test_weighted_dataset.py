@@ -9,6 +9,7 @@ import torch
 
 from simulation.anatomy import load_anatomy
 from simulation.augmentation import AugmentationConfig
+from simulation.mprage import MPRAGE
 from simulation.tissues import TISSUE_RANGES
 from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
 
@@ -22,7 +23,8 @@ def test_shapes_dtypes_and_determinism(anatomy):
     ds = WeightedImageDataset(anatomy, length=6, seed=5, image_size=24)
     s = ds[2]
     assert s["images"].shape == (3, 24, 24) and s["images"].dtype == torch.float32
-    assert s["sequence_params"].shape == (3, 4) and s["sequence_params"].dtype == torch.float32
+    assert s["sequence_params"].shape == (3, 6) and s["sequence_params"].dtype == torch.float32
+    assert s["fractions"].shape == (3, 24, 24) and float(s["fractions"].sum(0).max()) <= 1 + 1e-5
     assert s["sequence_types"].shape == (3,) and s["sequence_types"].dtype == torch.long
     assert s["params"].shape == (3, 24, 24) and s["params"].dtype == torch.float32
     assert s["brain_mask"].shape == (24, 24) and s["brain_mask"].dtype == torch.bool
@@ -45,10 +47,15 @@ def test_protocols_within_ranges_and_both_t1w_kinds(anatomy):
     kinds = set()
     for i in range(60):
         seq, types = ds.draw_protocol(torch.Generator().manual_seed(i))
-        tr, te, ti, fa = seq.T.tolist()
+        tr, te, ti, fa, tau, n = seq.T.tolist()
         kind = SEQUENCE_TYPES[types[0]]
         kinds.add(kind)
-        if kind == "spin_echo":
+        if kind == "mprage":
+            assert pr.mprage_tr[0] <= tr[0] <= pr.mprage_tr[1] and pr.mprage_ti[0] <= ti[0] <= pr.mprage_ti[1]
+            assert pr.mprage_fa[0] <= fa[0] <= pr.mprage_fa[1] and pr.mprage_n[0] <= n[0] <= pr.mprage_n[1]
+            assert 0 < tau[0] <= pr.mprage_tau[1] and te[0] < tau[0]
+            MPRAGE(tr[0], te[0], ti[0], fa[0], tau[0], n[0])  # a consistent echo train
+        elif kind == "spin_echo":
             assert pr.t1w_se_tr[0] <= tr[0] <= pr.t1w_se_tr[1] and pr.t1w_se_te[0] <= te[0] <= pr.t1w_se_te[1]
             assert fa[0] == 90.0
         else:
@@ -57,10 +64,11 @@ def test_protocols_within_ranges_and_both_t1w_kinds(anatomy):
             assert pr.t1w_gre_fa[0] <= fa[0] <= pr.t1w_gre_fa[1]
         assert SEQUENCE_TYPES[types[1]] == "spin_echo" and SEQUENCE_TYPES[types[2]] == "flair"
         assert pr.t2w_tr[0] <= tr[1] <= pr.t2w_tr[1] and pr.t2w_te[0] <= te[1] <= pr.t2w_te[1]
-        assert pr.flair_ti[0] <= ti[2] <= pr.flair_ti[1] and ti[0] == ti[1] == 0.0
+        assert pr.flair_ti[0] <= ti[2] <= pr.flair_ti[1] and ti[1] == 0.0 and (ti[0] == 0.0) == (kind != "mprage")
         assert pr.flair_tr[0] <= tr[2] <= pr.flair_tr[1]
-    assert kinds == {"spin_echo", "spoiled_gre"}
-    only_se = WeightedImageDataset(anatomy, length=5, image_size=8, protocols=ProtocolRanges(t1w_gre_prob=0.0))
+    assert kinds == {"spin_echo", "spoiled_gre", "mprage"}
+    only_se = WeightedImageDataset(anatomy, length=5, image_size=8,
+                                   protocols=ProtocolRanges(t1w_gre_prob=0.0, t1w_mprage_prob=0.0))
     assert all(int(only_se[i]["sequence_types"][0]) == 0 for i in range(5))
 
 
@@ -71,11 +79,15 @@ def test_protocol_ranges_validation():
         ProtocolRanges(t2w_te=(0.2, 0.1))
     with pytest.raises(ValueError, match="t1w_gre_prob"):
         ProtocolRanges(t1w_gre_prob=2.0)
+    with pytest.raises(ValueError, match="t1w_mprage_prob"):
+        ProtocolRanges(t1w_gre_prob=0.6, t1w_mprage_prob=0.6)
+    with pytest.raises(ValueError, match="partial_volume"):
+        WeightedImageDataset(load_anatomy("phantom", "train", shape=(8, 8)), partial_volume="voxels")
 
 
 def test_images_follow_signal_models_up_to_scale(anatomy):
     aug = AugmentationConfig(bias_max_log=0.0)
-    ds = WeightedImageDataset(anatomy, length=4, seed=1, image_size=32, augmentation=aug,
+    ds = WeightedImageDataset(anatomy, length=4, seed=1, image_size=32, augmentation=aug, partial_volume="maps",
                               protocols=ProtocolRanges(noise_rel=(0.0, 0.0)), dtype=torch.float64)
     for i in range(4):
         s = ds[i]
@@ -87,6 +99,31 @@ def test_images_follow_signal_models_up_to_scale(anatomy):
         tr, te = s["sequence_params"][1, :2].tolist()
         expected = pd * (1 - torch.exp(-tr / t1)) * torch.exp(-te / t2) * s["scale"][1]
         torch.testing.assert_close(s["images"][1], expected)
+
+
+def test_physical_partial_volumes_add_tissue_signals(anatomy):
+    """signal = sum_k f_k q(tissue_k), which differs from the signal of the mixed maps in partial volumes."""
+    aug = AugmentationConfig(bias_max_log=0.0, t1_max_rel=0.0)
+    kw = dict(length=3, seed=4, image_size=32, augmentation=aug, protocols=ProtocolRanges(noise_rel=(0.0, 0.0)),
+              dtype=torch.float64)
+    physical = WeightedImageDataset(anatomy, **kw)
+    mixed = WeightedImageDataset(anatomy, partial_volume="maps", **kw)
+    for i in range(3):
+        s, m = physical[i], mixed[i]
+        torch.testing.assert_close(s["params"], m["params"])
+        f = s["fractions"]
+        partial = (f.amax(0) < 0.7) & s["brain_mask"]
+        assert int(partial.sum()) > 5
+        assert float((s["images"][:, partial] - m["images"][:, partial]).abs().max()) > 1e-3
+        # by hand: the fraction-weighted sum of each class's signal
+        g = torch.Generator().manual_seed(0)
+        values = torch.tensor([[4.0, 1.8, 1.0], [1.3, 0.09, 0.8], [0.85, 0.07, 0.7]])
+        frac = torch.rand(3, 2, 2, generator=g, dtype=torch.float64) / 3
+        got = physical.tissue_signal_sum(values, frac, torch.zeros(2, 2, 2), s["sequence_params"], s["sequence_types"])
+        one = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+        want = sum(frac[k] * physical.signal(torch.cat([v * one for v in values[k].double()[[2, 0, 1]]], 1),
+                                             s["sequence_params"], s["sequence_types"])[0] for k in range(3))
+        torch.testing.assert_close(got, want)
 
 
 def test_bias_and_noise_are_bounded(anatomy):

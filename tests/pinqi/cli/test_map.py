@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from pinqi.cli.map import SHIPPED_WEIGHTS, read_protocol, run_map
+from pinqi.cli.map import SHIPPED_WEIGHTS, Protocol, outside_training, read_protocol, run_map
 from pinqi.common.checkpoint import save_checkpoint
 from pinqi.w2q.config import load_w2q_config
 from pinqi.w2q.model import W2Q
+from pinqi.w2q.protocols import trained_ranges
 from pinqi.w2q.signal import MultiContrastSignal
 
 SHAPE = (16, 16, 2)
 # an oblique-free but flipped (LPS-like) affine with 2 mm voxels: exercises the RAS reorientation
 AFFINE = np.array([[-2.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+MPRAGE_SIDECAR = {"RepetitionTimePreparation": 2.3, "RepetitionTimeExcitation": 0.007, "EchoTime": 0.003,
+                  "InversionTime": 0.9, "FlipAngle": 9, "NumberShots": 176, "PulseSequenceType": "MPRAGE"}
 SIDECARS = {
     "T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 20, "SequenceType": "GRE"},
     "T2w": {"RepetitionTime": 5.0, "EchoTime": 0.1, "ScanningSequence": "SE"},
@@ -51,7 +54,8 @@ def _volumes() -> tuple[dict[str, np.ndarray], np.ndarray]:
     p = torch.tensor(np.stack([pd, t1, t2]))[None].float()
     out = {}
     for i, (name, side) in enumerate(SIDECARS.items()):
-        seq = torch.tensor([[[side["RepetitionTime"], side["EchoTime"], side.get("InversionTime", 0.0), side.get("FlipAngle", 90.0)]]])
+        seq = torch.tensor([[[side["RepetitionTime"], side["EchoTime"], side.get("InversionTime", 0.0), side.get("FlipAngle", 90.0),
+                              0.0, 0.0]]])
         kind = {"T1w": 1, "T2w": 0, "FLAIR": 2}[name]
         img = MultiContrastSignal(seq, torch.tensor([[kind]]))(p)[0, 0].numpy() * 1000.0 * (i + 1)
         img = np.where(mask2d, img, 0.0)
@@ -115,10 +119,14 @@ def test_map_subset_of_contrasts_and_overrides(tmp_path: Path, tiny_checkpoint: 
     paths = _write_inputs(tmp_path / "in", sidecars)
     paths.pop("FLAIR")
     written = run_map(_args(paths, tmp_path / "out", tiny_checkpoint, tr_t1w=0.02, fa_t1w=20.0, seq_t1w="spoiled_gre"))
-    assert set(written) == {"sub-01_T1map.nii.gz", "sub-01_T2map.nii.gz", "sub-01_PDmap.nii.gz", "sub-01_T1map.json",
-                            "sub-01_T2map.json", "sub-01_PDmap.json", "sub-01_W2Q_overview.png"}
+    maps = {f"sub-01_{d}{m}.{e}" for d in ("", "desc-std_") for m in ("T1map", "T2map", "PDmap") for e in ("nii.gz", "json")}
+    assert set(written) == maps | {"sub-01_W2Q_overview.png"}
     meta = json.loads((tmp_path / "out" / "sub-01_T1map.json").read_text())
-    assert meta["SequenceParameters"]["t1w"] == {"tr": 0.02, "te": 0.004, "ti": 0.0, "fa": 20.0, "kind": "spoiled_gre"}
+    assert meta["SequenceParameters"]["t1w"] == {"tr": 0.02, "te": 0.004, "ti": 0.0, "fa": 20.0, "kind": "spoiled_gre",
+                                                 "tau": 0.0, "n": 0.0}
+    _, mask = _volumes()
+    std = np.asarray(nib.load(str(tmp_path / "out" / "sub-01_desc-std_T1map.nii.gz")).dataobj)
+    assert np.isfinite(std).all() and np.all(std[~mask] == 0) and np.all(std[mask] > 0)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +140,9 @@ def test_map_subset_of_contrasts_and_overrides(tmp_path: Path, tiny_checkpoint: 
         ({"T1w": {"RepetitionTime": 20, "EchoTime": 0.004, "FlipAngle": 20, "SequenceType": "GRE"}}, "looks like milliseconds"),
         ({"T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 20}}, "missing the sequence type"),
         ({"T1w": {"RepetitionTime": 2.0, "EchoTime": 0.003, "InversionTime": 0.9, "FlipAngle": 9,
-                  "ScanningSequence": "GR_IR"}}, "MP-RAGE"),
+                  "ScanningSequence": "GR_IR"}}, r"missing sidecar keys \['RepetitionTimeExcitation', 'NumberShots'\]"),
+        ({"T1w": dict(MPRAGE_SIDECAR, RepetitionTimeExcitation=7.0)}, "RepetitionTimeExcitation = 7 looks like milliseconds"),
+        ({"T1w": dict(MPRAGE_SIDECAR, InversionTime=0.4)}, "TI must exceed"),
         ({"T1w": {"RepetitionTime": 0.02, "EchoTime": 0.004, "FlipAngle": 0.3, "SequenceType": "GRE"}}, "radians"),
         ({"T2w": {"RepetitionTime": 0.5, "EchoTime": 0.6}}, "TE must be shorter than TR"),
         ({"T2w": None}, r"missing sidecar keys \['RepetitionTime', 'EchoTime'\]"),
@@ -181,15 +191,43 @@ def test_untrained_or_foreign_checkpoints_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_read_protocol_defaults(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_read_protocol_defaults_and_training_ranges(tmp_path: Path) -> None:
     image = tmp_path / "x_T2w.nii.gz"
     (tmp_path / "x_T2w.json").write_text(json.dumps({"RepetitionTime": 4.0, "EchoTime": 0.09}))
     prot = read_protocol("t2w", image)
     assert (prot.tr, prot.te, prot.ti, prot.fa, prot.kind) == (4.0, 0.09, 0.0, 90.0, "spin_echo")
-    assert not caplog.records
+    assert outside_training("t2w", prot) == []
+    short = read_protocol("t2w", image, {"EchoTime": 0.03})  # a short-TE "T2w": outside the training ranges
+    assert outside_training("t2w", short) == ["TE 0.03 not in [0.06, 0.4]"]
+    # clinical protocols are inside the ranges of the MP-RAGE-era weights, not all inside the legacy ones
+    clinical = [("t1w", Protocol(0.005, 0.002, 0.0, 12.0, "spoiled_gre")), ("t1w", Protocol(0.25, 0.01, 0.0, 90.0, "spin_echo")),
+                ("t2w", Protocol(3.0, 0.4, 0.0, 90.0, "spin_echo")), ("flair", Protocol(4.8, 0.12, 1.7, 90.0, "flair")),
+                ("t1w", Protocol(2.3, 0.003, 0.9, 9.0, "mprage", 0.007, 176))]
+    assert all(outside_training(c, p, trained_ranges(2)) == [] for c, p in clinical)
+    assert outside_training("t1w", clinical[-1][1], trained_ranges(1)) == ["sequence type mprage (never seen in training)"]
+    assert outside_training("flair", clinical[3][1], trained_ranges(1)) == ["TR 4.8 not in [6, 12]", "TI 1.7 not in [1.8, 3]"]
+
+
+def test_mprage_from_bids_keys_warnings_and_strict(tmp_path: Path, tiny_checkpoint: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """MP-RAGE from RepetitionTimePreparation / RepetitionTimeExcitation / InversionTime / NumberShots and
+    PulseSequenceType; command-line values override; outside the ranges a warning names the parameter,
+    --strict refuses."""
+    paths = _write_inputs(tmp_path / "in", dict(SIDECARS, T1w=MPRAGE_SIDECAR))
+    prot = read_protocol("t1w", paths["T1w"])
+    assert prot == Protocol(2.3, 0.003, 0.9, 9.0, "mprage", 0.007, 176.0)
+    assert read_protocol("t1w", paths["T1w"], {"RepetitionTime": 2.0, "NumberShots": 160}).as_row() == \
+        [2.0, 0.003, 0.9, 9.0, 0.007, 160.0]
     with caplog.at_level("WARNING", logger="pinqi"):
-        read_protocol("t2w", image, {"EchoTime": 0.03})  # a short-TE "T2w": outside the training ranges
-    assert "outside the simulated training ranges" in caplog.text and "TE 0.03" in caplog.text
+        run_map(_args(paths, tmp_path / "out", tiny_checkpoint))
+    assert not caplog.records
+    slow = _write_inputs(tmp_path / "slow", dict(SIDECARS, T1w=dict(MPRAGE_SIDECAR, FlipAngle=15)))
+    with caplog.at_level("WARNING", logger="pinqi"):
+        run_map(_args(slow, tmp_path / "out2", tiny_checkpoint))
+    assert "FA 15 not in [6, 12]" in caplog.text
+    with pytest.raises(ValueError, match=r"FA 15 not in \[6, 12\].*--strict"):
+        run_map(_args(slow, tmp_path / "out3", tiny_checkpoint, strict=True))
+    assert not (tmp_path / "out3").exists() or not any((tmp_path / "out3").iterdir())
 
 
 def test_shipped_weights_map_a_tiny_volume(tmp_path: Path) -> None:

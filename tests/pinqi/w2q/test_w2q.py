@@ -19,10 +19,11 @@ from pinqi.w2q.protocols import PARAMETERS
 from pinqi.w2q.scale import WM_REFERENCE, fit_scale, normalise_images, white_matter_reference
 from pinqi.w2q.signal import MultiContrastSignal, protocol_features
 from pinqi.w2q.training import W2QTrainer, load_w2q, phase_factor
+from simulation.protocol_ranges import LEGACY_PROTOCOL_RANGES
 from simulation import load_anatomy
 from solvers.nonlinear_fit import nonlinear_fit
 
-TINY = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=5)
+TINY = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=5, protocol_version=2)
 
 
 def _protocol(batch: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +167,9 @@ def test_fit_layer_gradcheck_with_w2q_signal_models() -> None:
 @pytest.fixture(scope="module")
 def phantom_batch() -> dict[str, torch.Tensor]:
     anatomy = load_anatomy("phantom", "test", shape=(16, 16))
-    data = BandedProtocolDataset(anatomy, length=2, seed=5, image_size=16, part="held_out")
+    # map-mixed partial volumes: every pixel is then exactly one (PD, T1, T2), which these fit tests need
+    data = BandedProtocolDataset(anatomy, length=2, seed=5, image_size=16, part="held_out", partial_volume="maps",
+                                 protocols=LEGACY_PROTOCOL_RANGES)
     return default_collate([data[0], data[1]])
 
 
@@ -234,6 +237,56 @@ def test_w2q_rejects_bad_input(phantom_batch: dict[str, torch.Tensor]) -> None:
         model(b["images"], ms, b["sequence_types"], b["brain_mask"])
     with pytest.raises(TypeError, match="sequence_types"):
         model(b["images"], b["sequence_params"], b["sequence_types"].float(), b["brain_mask"])
+    bad = b["images"].clone()
+    bad[0, 1, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="images hold 1 NaN or inf"):
+        model(bad, b["sequence_params"], b["sequence_types"], b["brain_mask"])
+    zero = b["images"].clone()
+    zero[1, 2] = 0
+    with pytest.raises(ValueError, match="contrast flair of sample 1 is zero everywhere"):
+        model(zero, b["sequence_params"], b["sequence_types"], b["brain_mask"])
+    model(zero, b["sequence_params"], b["sequence_types"], b["brain_mask"], torch.tensor([[True] * 3, [True, True, False]]))
+    with pytest.raises(ValueError, match=r"brain_mask is empty .* samples \[0\]"):
+        model(b["images"], b["sequence_params"], b["sequence_types"], torch.cat([b["brain_mask"][:1] & False, b["brain_mask"][1:]]))
+
+
+def test_shipped_weights_load_and_refuse_mprage_clearly() -> None:
+    """The shipped (pre-MP-RAGE, protocol features v1) weights load; an MP-RAGE T1w gets a clear error."""
+    from pinqi.cli.map import SHIPPED_WEIGHTS
+
+    model, config, _ = load_w2q(SHIPPED_WEIGHTS)
+    seq, types = _protocol(2)
+    seq = torch.cat([seq, torch.zeros(2, 3, 2)], -1)
+    images = MultiContrastSignal(seq, types)(_maps(2, 16, torch.Generator().manual_seed(0))) * 100
+    mask = torch.ones(2, 16, 16, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(images, seq, types, mask).final
+    assert torch.isfinite(out).all() and config.model.protocol_version == 1
+    seq[0, 0] = torch.tensor([2.3, 0.003, 0.9, 9.0, 0.007, 176.0])
+    types[0, 0] = 3
+    with pytest.raises(ValueError, match="predate MP-RAGE"):
+        model(images, seq, types, mask)
+
+
+def test_fit_uncertainty_scales_with_the_noise() -> None:
+    """The curvature std is proportional to the residual noise and larger for a weaker prior."""
+    from pinqi.w2q.uncertainty import fit_uncertainty
+
+    seq, types = _protocol(1, torch.float64)
+    signal = MultiContrastSignal(seq, types)
+    u = to_log_maps(_maps(1, 8, torch.Generator().manual_seed(1), torch.float64))
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weight = torch.ones(1, 3, 8, 8, dtype=torch.float64)
+
+    def model(v: torch.Tensor) -> torch.Tensor:
+        return signal(from_log_maps(v))
+
+    lam = torch.full((3,), 1e-3, dtype=torch.float64)
+    small = fit_uncertainty(model, model(u) + 0.001 * noise, u, lam, weight)
+    large = fit_uncertainty(model, model(u) + 0.01 * noise, u, lam, weight)
+    torch.testing.assert_close(large, 10 * small)
+    assert bool((small > 0).all())
+    assert bool((fit_uncertainty(model, model(u) + 0.01 * noise, u, lam * 1e3, weight) < large).all())
 
 
 def test_banded_protocols_hold_out_the_middle_band() -> None:
