@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .anatomy import Anatomy, load_anatomy
 from .brainweb import download_brainweb
+from .mprage import MPRAGE
 from .signal_models import (
     FLAIR,
     InversionPreparedGRE,
@@ -24,6 +25,7 @@ __all__ = [
     "Anatomy",
     "InversionPreparedGRE",
     "InversionRecovery",
+    "MPRAGE",
     "SaturationRecovery",
     "SpinEcho",
     "SpoiledGRE",
