@@ -155,7 +155,7 @@ def run_evaluation(
     from ..evaluation import evaluate_method, save_map_figure
     from ..io.outputs import write_json
     from ..training import load_pinqi
-    from .checks import check_out
+    from .checks import check_out, describe
 
     check_out(out)
     if batch_size < 1:
@@ -163,11 +163,13 @@ def run_evaluation(
     for label, path in (("checkpoint", checkpoint), ("--data", data_path)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{label} {path} does not exist or is not a file")
-    data = read_t1_dataset_h5(data_path)
+    model = None if checkpoint is None else load_pinqi(checkpoint)
+    try:
+        data = read_t1_dataset_h5(data_path)
+    except (OSError, KeyError) as error:
+        raise ValueError(f"--data {data_path} is not a readable test set of `pinqi simulate` ({describe(error)})") from None
     times = data["times"][0] if data["times"].ndim == 2 else data["times"]
-    model = None
-    if checkpoint is not None:
-        model = load_pinqi(checkpoint)
+    if model is not None:
         if model.n_times != times.numel():
             raise ValueError(
                 f"{checkpoint} was trained with {model.n_times} saturation times; {data_path} has {times.numel()}"

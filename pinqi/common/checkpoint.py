@@ -65,7 +65,10 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for foreign files
-        raise ValueError(f"{path} is not a readable checkpoint: {error}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in reason or "Weights only" in reason:  # torch's advice to unpickle would be unsafe
+            reason = f"{type(error).__name__} from torch.load(weights_only=True)"
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt, truncated or a foreign file: {reason})") from error
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a checkpoint of this project (format_version {FORMAT_VERSION})")
     if kind is not None and payload.get("kind") != kind:

@@ -37,6 +37,8 @@ def detect_format(path: str | os.PathLike) -> tuple[str, str | None]:
         Not HDF5, unreadable (corrupt or truncated) HDF5, or HDF5 of another layout.
     """
     source = str(path)
+    if Path(source).is_dir():
+        raise ValueError(f"{source} is a folder; expected a raw data file (ISMRMRD, fastMRI-style or pinqi HDF5)")
     if not Path(source).is_file():
         raise FileNotFoundError(f"raw data file not found: {source!r}")
     if not h5py.is_hdf5(source):
