@@ -61,6 +61,12 @@ def check_kspace_inputs(
     Returns
     -------
     The mask expanded (a view, not a copy) to ``(B, T, Y, X)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Wrong types or shapes; NaN/inf values, all-zero coil maps or k-space of a sample, or a
+        mask that samples nothing for a (sample, acquisition) (:func:`check_kspace_values`).
     """
     if not isinstance(kspace, torch.Tensor) or not kspace.is_complex():
         raise TypeError(f"kspace must be a complex tensor (B, T, C, Y, X); got {_describe(kspace)}")

@@ -13,7 +13,9 @@ supervised image MSE against the noise-free images, self-supervised model consis
 ``|q(p̂) − x̂|²`` between the estimated parameters and the reconstructed images, and the
 supervised brain-weighted MSE of the parameters (which the PINQI paper added because labels
 exist). The two image terms are in units of the per-sample normalisation (0.99 quantile of the
-zero-filled magnitude), so their size does not depend on the data's scale.
+zero-filled magnitude), so their size does not depend on the data's scale; the outputs are scaled
+back, so CoRRECT(a·k) = (a·images, a·M0, R1) for a > 0 from 1e-6 to 1e6 (tested). Non-finite or
+all-zero inputs are refused.
 
 Size at the defaults (T = 5): the CNN (7 layers of 64 filters) has 196,234 parameters and the
 U-Net (widths 64-128-256-512-512, bottleneck 1024) 43,883,523; the paper reports 187,010 and

@@ -18,7 +18,10 @@ Two separately trained stages:
 
 Normalisation: both stages work in units of the per-sample 0.99 quantile of the zero-filled
 magnitude (k-space is divided by it too, so data consistency is unchanged); images and |M0| are
-returned in the units of the data.
+returned in the units of the data. Hence DeepT1(a·k) gives (|a|·|M0|, R1) for any complex a, |a|
+from 1e-6 to 1e6 (tested; the map stage sees magnitudes), and images a·images for a > 0 (the CRNN
+sees complex images, so a global phase is not removed from them). Non-finite or all-zero inputs
+are refused.
 
 Training: ``set_stage("image")`` trains the CRNN and the λ on :func:`deept1_image_loss`
 (complex L1 of the images), ``set_stage("map")`` trains the U-Net on :func:`deept1_map_loss`

@@ -20,7 +20,9 @@ The gradient of the data term is taken with autograd (``create_graph`` while tra
 network learns through it). Training: brain-weighted MSE of the final (Re M0, Im M0, R1).
 
 Normalisation: k-space is divided per sample by the 0.99 quantile of the zero-filled magnitude
-(:func:`~pinqi.baselines.common.magnitude_scale`); M0 is estimated in those units and scaled back.
+(:func:`~pinqi.baselines.common.magnitude_scale`); M0 is estimated in those units and scaled back,
+so DOPAMINE(a·k) = (a·M0, R1) for a > 0 from 1e-6 to 1e6 (tested; its networks see complex
+images, so a global phase is not removed). Non-finite or all-zero inputs are refused.
 
 Size at the defaults (T = 5): 397,955 parameters (initialisation U-Net of widths (16, 32, 64)
 172,760; the two 5-layer, 64-filter CNNs 113,154 and 112,001; 40 step weights); the paper

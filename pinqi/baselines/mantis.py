@@ -8,7 +8,9 @@ Design decisions
 - Input normalisation: the magnitudes are divided per sample by the 0.99 quantile of the
   zero-filled magnitude over (T, Y, X) (:func:`~pinqi.baselines.common.magnitude_scale`); the
   network predicts |M0| in those units and the output is multiplied back, so |M0| comes out in
-  the units of the data. R1 is scale-free.
+  the units of the data. R1 is scale-free. Hence MANTIS(a·k) = (|a|·|M0|, R1) for any complex
+  a, |a| from 1e-6 to 1e6 (tested; the magnitude input also removes a global phase). Non-finite
+  or all-zero inputs are refused (:func:`~pinqi.baselines.common.check_kspace_inputs`).
 - Heads: softplus on both output channels (|M0| ≥ 0, R1 > 0); the last layer's bias starts at
   softplus⁻¹(1), i.e. |M0| = the data's scale and R1 = 1 /s.
 - MANTIS sees magnitudes only and cannot predict the phase of M0. Its k-space loss therefore
