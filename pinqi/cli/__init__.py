@@ -99,8 +99,12 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--ti-{contrast}", type=float, default=None, help=f"{name} InversionTime [s]")
         p.add_argument(f"--fa-{contrast}", type=float, default=None, help=f"{name} FlipAngle [deg]")
         p.add_argument(
-            f"--seq-{contrast}", default=None, choices=["spin_echo", "spoiled_gre", "flair"], help=f"{name} sequence type"
+            f"--seq-{contrast}", default=None, choices=["spin_echo", "spoiled_gre", "flair", "mprage"],
+            help=f"{name} sequence type",
         )
+    p.add_argument("--tr-exc-t1w", type=float, default=None, help="MP-RAGE T1w: readout spacing (RepetitionTimeExcitation) [s]")
+    p.add_argument("--n-shots-t1w", type=int, default=None, help="MP-RAGE T1w: readouts per inversion (NumberShots)")
+    p.add_argument("--strict", action="store_true", help="refuse protocols outside the model's training ranges")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
