@@ -173,12 +173,17 @@ CONFIG_FILES = {  # pinqi train --config FILE: name -> (file content, expected m
     "unknown_choice": ('{"model": {"fit_mode": "newton"}}', r"fit_mode must be one of"),
     "wrong_type": ('{"model": {"n_iterations": "3"}}', r"model.n_iterations must be an integer"),
     "not_json": ("{steps: 3", r"is not valid JSON"),
+    "w2q_batch_size_zero": ('{"batch_size": 0}', r"batch_size must be an integer >= 1; got 0"),
+    "w2q_not_an_object": ("[1]", r"the file must be a JSON object; got a list"),
+    "w2q_unknown_model_key": ('{"model": {"zzz": 1}}', r"unknown key 'model.zzz'; allowed keys"),
 }
 
 
 def _config_case(name: str, text: str) -> Callable[[Path], list]:
+    task = ["--task", "w2q"] if name.startswith("w2q") else []
+
     def case(tmp: Path) -> list:
-        return ["train", "--config", _file(tmp, "c.json", text.encode()), "--out", tmp / "run", "--no-progress"]
+        return ["train", *task, "--config", _file(tmp, "c.json", text.encode()), "--out", tmp / "run", "--no-progress"]
 
     case.__name__ = f"train_config_{name}"
     return case

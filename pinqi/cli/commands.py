@@ -97,7 +97,9 @@ def simulate(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace) -> None:
     if args.task == "w2q":
         from ..w2q.training import train_w2q
+        from .config_file import check_w2q_config_file
 
+        check_w2q_config_file(args.preset, args.config)
         train_w2q(args)
         return
     from ..training import Trainer

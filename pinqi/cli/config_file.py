@@ -19,7 +19,12 @@ from typing import Any
 
 from ..config import PRESETS, TrainConfig, load_train_config
 
-__all__ = ["read_train_config", "check_overrides"]
+__all__ = ["COUNTS", "read_train_config", "check_w2q_config_file", "check_overrides"]
+
+COUNTS = {  # smallest allowed value of the counts both trainers have
+    "batch_size": 1, "checkpoint_every": 1, "image_size": 1, "n_coils": 1, "val_samples": 1,
+    "validation_samples": 1, "steps": 0, "pretrain_steps": 0, "warmup_steps": 0, "full_warmup_steps": 0,
+}
 
 
 def _kind(value: Any) -> str:
@@ -88,6 +93,8 @@ def check_overrides(
         elif not _fits(default, value, key in optional):
             raise ValueError(f"{where}: {prefix + key} must be {_kind(default)} (the preset has {default!r}); "
                              f"got {json.dumps(value)}")
+        elif key in COUNTS and isinstance(value, int) and value < COUNTS[key]:
+            raise ValueError(f"{where}: {prefix + key} must be an integer >= {COUNTS[key]}; got {value}")
 
 
 def read_train_config(preset: str, path: str | Path | None) -> TrainConfig:
@@ -106,15 +113,30 @@ def read_train_config(preset: str, path: str | Path | None) -> TrainConfig:
     if path is None:
         return load_train_config(preset)
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path} does not exist or is not a file")
-    try:
-        overrides = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"--config {path} is not valid JSON ({error})") from None
-    defaults = load_train_config(preset).to_dict()
-    check_overrides(TrainConfig, defaults, overrides, f"--config {path}")
+    check_overrides(TrainConfig, load_train_config(preset).to_dict(), _read_json(path), f"--config {path}")
     try:
         return load_train_config(preset, path)
     except (ValueError, TypeError) as error:
         raise ValueError(f"--config {path}: {error}") from None
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist or is not a file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path} is not valid JSON ({error})") from None
+
+
+def check_w2q_config_file(preset: str, path: str | Path | None) -> None:
+    """Check a W2Q ``--config`` file against the W2Q preset as :func:`read_train_config` does
+    (JSON object, known keys, JSON types, counts >= 1); the W2Q trainer reads it afterwards."""
+    from ..w2q.config import PRESETS as W2Q_PRESETS
+    from ..w2q.config import W2QTrainConfig
+
+    if preset not in W2Q_PRESETS:
+        raise ValueError(f"--preset {preset!r} is not a W2Q preset; allowed: {', '.join(sorted(W2Q_PRESETS))}")
+    if path is not None:
+        path = Path(path)
+        check_overrides(W2QTrainConfig, W2Q_PRESETS[preset]().to_dict(), _read_json(path), f"--config {path}")

@@ -85,6 +85,12 @@ def test_config_errors_name_the_key_and_what_is_allowed(tmp_path: Path, capsys: 
         assert message in line and str(config) in line, line
     assert main(["train", "--preset", "huge", "--out", str(tmp_path / "run")]) == 2
     assert "allowed: cpu, gpu, micro, paper, ship" in _one_error_line(capsys, "train")
+    for text, message in {'{"batch_size": 0}': "batch_size must be an integer >= 1; got 0",
+                          "[1]": "must be a JSON object; got a list",
+                          '{"model": {"zzz": 1}}': "unknown key 'model.zzz'; allowed keys"}.items():
+        config.write_text(text)
+        assert main(["train", "--task", "w2q", "--config", str(config), "--out", str(tmp_path / "w2q")]) == 2
+        assert message in _one_error_line(capsys, "train")
 
 
 def test_interrupt_exits_130_and_os_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
