@@ -181,7 +181,8 @@ def run_case(case: Case, timeout: float | None = None) -> tuple[str, str, float]
             outcome, detail = "crash or hang", f"exit code {child.exitcode}"
         elif outcome == "crash or hang" and child.exitcode and child.exitcode < 0:
             detail = f"killed by signal {-child.exitcode}"
-    return outcome, _short(detail.replace(folder, "TMP")), time.perf_counter() - started
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    return outcome, _short(detail.replace(folder, "TMP").replace(root, "")), time.perf_counter() - started
 
 
 def all_cases() -> list[Case]:

@@ -1,4 +1,5 @@
-"""File and command cases of the hostile-input harness (:mod:`benchmarks.robustness`): raw-data
+"""File and command cases of the hostile-input harness (:mod:`benchmarks.robustness`), and a few
+library cases of dtypes and foreign checkpoints: raw-data
 reading (missing, empty, foreign, corrupt, truncated files; NaN k-space; times in ms),
 reconstruction, and the ``pinqi`` verbs simulate, train, evaluate, reconstruct, map and demo.
 
@@ -295,3 +296,39 @@ def demo_out_is_a_file(tmp: Path) -> list:
 @register("cli", r"invalid choice: 'fit'", cli=True)
 def unknown_verb(tmp: Path) -> list:
     return ["fit", "--out", tmp]
+
+
+# -- dtypes and foreign checkpoints -----------------------------------------------------------
+@register("pinqi", r"does not match the model's torch.float32 parameters")
+def pinqi_complex128_kspace_into_a_float32_model(tmp: Path) -> object:
+    from .robustness_library import pinqi_model, tiny
+
+    return pinqi_model()(tiny().k.to(torch.complex128), tiny().csm.to(torch.complex128), tiny().mask)
+
+
+@register("metrics", r"floating-point tensor")
+def nrmse_of_integer_maps(tmp: Path) -> object:
+    from pinqi.metrics import nrmse
+
+    return nrmse(torch.ones(4, 4, dtype=torch.int64), torch.ones(4, 4, dtype=torch.int64))
+
+
+@register("io", r"(?i)finite|> 0|seconds")
+def read_raw_with_nan_times(tmp: Path) -> object:
+    return _read(scan(tmp), times=[0.5, float("nan"), 1.5, 2.0, 8.0])
+
+
+@register("cli", r"--coils: expected an integer; got 'eight'", cli=True)
+def simulate_coils_not_a_number(tmp: Path) -> list:
+    return ["simulate", "--out", tmp / "data", "--coils", "eight"]
+
+
+@register("cli", r"(?i)w2q.*(expected|pinqi)|not a pinqi|kind", cli=True)
+def evaluate_with_a_w2q_checkpoint(tmp: Path) -> list:
+    w2q = SHIPPED_PINQI.with_name("w2q.pt")
+    return ["evaluate", w2q, "--data", _file(tmp, "d.h5", b"x"), "--out", tmp / "e"]
+
+
+@register("cli", r"(?i)w2q.*(expected|pinqi)|not a pinqi|kind", cli=True)
+def reconstruct_with_a_w2q_checkpoint(tmp: Path) -> list:
+    return ["reconstruct", scan(tmp), "--out", tmp / "maps", "--checkpoint", SHIPPED_PINQI.with_name("w2q.pt")]
