@@ -324,8 +324,9 @@ def ship_preset() -> TrainConfig:
 def gpu_preset() -> TrainConfig:
     """Continue the shipped model on one large GPU for about 8 minutes: 192², 8 coils, batch 8.
 
-    Same networks and data switches as :func:`ship_preset`; start it from the shipped weights with
-    ``pinqi train --preset gpu --init pinqi/weights/pinqi_t1.pt``.
+    Same networks and data switches as :func:`ship_preset`; start it from the shipped weights and
+    bound it by wall time: ``pinqi train --preset gpu --init pinqi/weights/pinqi_t1.pt --minutes 8``
+    (a resumable checkpoint is written when the time is up). Not yet run on a GPU: no session had one.
     """
     base = ship_preset()
     return base.replace(

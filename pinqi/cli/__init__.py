@@ -49,7 +49,11 @@ DEFAULT_RUN_DIR = Path("runs")
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="write fixed validation/test sets to HDF5 (or download BrainWeb)")
     p.add_argument("--out", type=Path, default=DEFAULT_RUN_DIR / "data", help="output folder")
-    p.add_argument("--anatomy", default="mni152", choices=["mni152", "brainweb", "phantom"], help="anatomy source")
+    p.add_argument("--anatomy", default="mni152", choices=["mni152", "brainweb", "phantom", "tubes"],
+                   help="anatomy source (tubes: the nine-tube T1 phantom, --format ismrmrd only)")
+    p.add_argument("--format", default="pinqi-h5", choices=["pinqi-h5", "ismrmrd"],
+                   help="pinqi-h5: one HDF5 set per split; ismrmrd: one raw file per slice, as a scanner writes it "
+                        "(correlated coil noise with noise scans, 2x readout oversampling, calibration lines)")
     p.add_argument("--splits", nargs="+", default=["val", "test"], choices=["train", "val", "test"], help="sets to write")
     p.add_argument("--n-per-acceleration", type=positive_int, default=16, help="slices per acceleration and split")
     p.add_argument("--accelerations", type=acceleration, nargs="+", default=[4.0, 6.0, 8.0], help="undersampling factors (>= 1)")
@@ -72,6 +76,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="start afresh in a run folder that holds a checkpoint")
     p.add_argument("--init", type=Path, default=None,
                    help="PINQI: start from these weights (a checkpoint or best.pt), e.g. the shipped model")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="PINQI: stop after this much wall time with a resumable checkpoint (e.g. 8 on a lent GPU)")
     p.add_argument("--steps", type=non_negative_int, default=None, help="override the preset's number of steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

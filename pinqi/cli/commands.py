@@ -80,6 +80,11 @@ def simulate(args: argparse.Namespace) -> None:
 
         paths = download_brainweb(cache_dir=args.cache_dir)
         print(f"BrainWeb: {len(paths)} subjects cached")
+    if args.format == "ismrmrd":
+        _simulate_raw(args)
+        return
+    if args.anatomy == "tubes":
+        raise ValueError("--anatomy tubes needs --format ismrmrd")
     with OutputSet(args.out) as outputs:
         paths = [
             simulate_split(
@@ -91,6 +96,25 @@ def simulate(args: argparse.Namespace) -> None:
         ]
     for split, path in zip(args.splits, paths):
         print(f"{split}: {path}")
+
+
+def _simulate_raw(args: argparse.Namespace) -> None:
+    """``pinqi simulate --format ismrmrd``: ``<split>_<acc>x_<i>.h5`` raw files, all written or none."""
+    from ..io.examples import write_example_scan
+
+    if args.anatomy not in ("mni152", "tubes"):
+        raise ValueError(f"--format ismrmrd simulates --anatomy mni152 or tubes; got {args.anatomy!r}")
+    kind = "phantom" if args.anatomy == "tubes" else "brain"
+    split_seed = {"train": 0, "val": 1, "test": 2}
+    with OutputSet(args.out) as outputs:
+        for split in args.splits:
+            for j, acc in enumerate(args.accelerations):
+                for i in range(args.n_per_acceleration):
+                    name = f"{split}_{acc:g}x_{i:03d}.h5"
+                    write_example_scan(outputs.reserve(name), kind, size=args.size, n_coils=args.coils,
+                                       times=tuple(args.times), acceleration=acc,
+                                       seed=args.seed + 100_000 * split_seed[split] + 1000 * j + i)
+    print(f"wrote {len(outputs.written)} ISMRMRD files to {args.out}")
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -114,7 +138,7 @@ def train(args: argparse.Namespace) -> None:
                       overwrite=getattr(args, "overwrite", False))
     if getattr(args, "init", None) is not None and trainer.step == 0:
         trainer.initialise_from(args.init)
-    records = trainer.run()
+    records = trainer.run(max_seconds=None if getattr(args, "minutes", None) is None else 60 * args.minutes)
     if trainer.ctx.is_main and records:
         print(f"trained to step {trainer.step}; last loss {records[-1]['loss']:.4g}; "
               f"skipped {trainer.skipped}; checkpoint {out / 'checkpoint.pt'}")

@@ -68,3 +68,13 @@ def test_a_model_trained_for_other_times_is_refused(scan, tmp_path: Path, capsys
     assert code == 2
     assert "trained with saturation times [0.3, 0.6, 1.0, 2.0, 5.0] s; the data have [0.5, 1.0, 1.5, 2.0, 8.0] s" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_simulate_ismrmrd_then_reconstruct(tmp_path: Path):
+    raw = tmp_path / "raw"
+    assert main(["simulate", "--format", "ismrmrd", "--anatomy", "tubes", "--splits", "test", "--accelerations", "1",
+                 "--n-per-acceleration", "1", "--size", "32", "--coils", "4", "--out", str(raw)]) == 0
+    files = sorted(raw.iterdir())
+    assert [p.name for p in files] == ["test_1x_000.h5"]
+    assert main(["reconstruct", str(files[0]), "--out", str(tmp_path / "maps"), "--baseline", "cg-sense"]) == 0
+    assert (tmp_path / "maps" / "test_1x_000_T1map.nii.gz").is_file()
