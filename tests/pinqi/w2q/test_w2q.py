@@ -250,22 +250,26 @@ def test_w2q_rejects_bad_input(phantom_batch: dict[str, torch.Tensor]) -> None:
         model(b["images"], b["sequence_params"], b["sequence_types"], torch.cat([b["brain_mask"][:1] & False, b["brain_mask"][1:]]))
 
 
-def test_shipped_weights_load_and_refuse_mprage_clearly() -> None:
-    """The shipped (pre-MP-RAGE, protocol features v1) weights load; an MP-RAGE T1w gets a clear error."""
+def test_shipped_weights_load_and_map_mprage() -> None:
+    """The shipped weights (ship preset, protocol features v2) load and map an MP-RAGE T1w; the v1
+    weights they replaced refuse MP-RAGE with a clear error (checked on a v1 configuration)."""
     from pinqi.cli.map import SHIPPED_WEIGHTS
 
     model, config, _ = load_w2q(SHIPPED_WEIGHTS)
+    assert config.model.protocol_version == 2
     seq, types = _protocol(2)
     seq = torch.cat([seq, torch.zeros(2, 3, 2)], -1)
     images = MultiContrastSignal(seq, types)(_maps(2, 16, torch.Generator().manual_seed(0))) * 100
     mask = torch.ones(2, 16, 16, dtype=torch.bool)
-    with torch.no_grad():
-        out = model(images, seq, types, mask).final
-    assert torch.isfinite(out).all() and config.model.protocol_version == 1
     seq[0, 0] = torch.tensor([2.3, 0.003, 0.9, 9.0, 0.007, 176.0])
     types[0, 0] = 3
+    images = MultiContrastSignal(seq, types)(_maps(2, 16, torch.Generator().manual_seed(0))) * 100
+    with torch.no_grad():
+        out = model(images, seq, types, mask).final
+    assert torch.isfinite(out).all()
+    legacy = W2Q(config.model.replace(protocol_version=1))
     with pytest.raises(ValueError, match="predate MP-RAGE"):
-        model(images, seq, types, mask)
+        legacy(images, seq, types, mask)
 
 
 def test_fit_uncertainty_scales_with_the_noise() -> None:
