@@ -49,47 +49,30 @@ def build_model(config: TrainConfig) -> PINQI:
     return seeded(config.seed, lambda: PINQI(SaturationRecovery(times), config.model))
 
 
-def build_dataset(config: TrainConfig, split: str = "train", length: int | None = None) -> T1MappingDataset:
-    """The synthetic k-space training stream of ``config``."""
+def build_dataset(
+    config: TrainConfig, split: str = "train", length: int | None = None, **changes: Any
+) -> T1MappingDataset:
+    """The synthetic k-space training stream of ``config`` (``changes`` override dataset arguments)."""
     total = config.batch_size * (config.steps + config.pretrain_steps)
     anatomy_kwargs: dict[str, Any] = {}
     if config.anatomy == "phantom":
         anatomy_kwargs["shape"] = (config.image_size, config.image_size)
     anatomy = load_anatomy(config.anatomy, split, **anatomy_kwargs)
-    return T1MappingDataset(
-        anatomy,
-        length=length if length is not None else total,
-        seed=config.seed,
-        image_size=config.image_size,
-        n_coils=config.n_coils,
-        times=config.times,
-        acceleration=config.acceleration,
-        wide_t1=config.wide_t1,
-        inserts=config.inserts,
-        estimated_csm=config.estimated_csm,
-        intensity_scale=config.intensity_scale,
-        global_phase=config.global_phase,
-        calibration_lines=config.calibration_lines,
-        csm_method=config.csm_method,
+    arguments: dict[str, Any] = dict(
+        length=length if length is not None else total, seed=config.seed, image_size=config.image_size,
+        n_coils=config.n_coils, times=config.times, acceleration=config.acceleration, wide_t1=config.wide_t1,
+        inserts=config.inserts, estimated_csm=config.estimated_csm, intensity_scale=config.intensity_scale,
+        global_phase=config.global_phase, calibration_lines=config.calibration_lines, csm_method=config.csm_method,
     )
+    return T1MappingDataset(anatomy, **{**arguments, **changes})
 
 
 def build_validation_set(config: TrainConfig) -> list[dict[str, torch.Tensor]]:
-    """The fixed validation samples: the validation split, its own seed, one acceleration."""
-    dataset = build_dataset(config, split="val", length=config.validation_samples)
-    dataset = T1MappingDataset(
-        dataset.anatomy,
-        length=config.validation_samples,
-        seed=config.seed + 104729,
-        image_size=config.image_size,
-        n_coils=config.n_coils,
-        times=config.times,
-        acceleration=config.validation_acceleration,
-        estimated_csm=1.0 if config.estimated_csm > 0 else 0.0,
-        intensity_scale=config.intensity_scale,
-        global_phase=config.global_phase,
-        calibration_lines=config.calibration_lines,
-        csm_method=config.csm_method,
+    """The fixed validation samples: the validation split, its own seed, one acceleration, brain
+    distribution (no wide T1s or inserts), coil maps estimated whenever training estimates them."""
+    dataset = build_dataset(
+        config, "val", config.validation_samples, seed=config.seed + 104729, acceleration=config.validation_acceleration,
+        wide_t1=0.0, inserts=0.0, estimated_csm=1.0 if config.estimated_csm > 0 else 0.0,
     )
     return [dataset[i] for i in range(len(dataset))]
 
