@@ -41,20 +41,21 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="--train only: training steps (default: a short run)")
 
 
-def _scores(result: Any, truth: Any, rois: Any) -> str:
+def _scores(result: Any, truth: Any) -> str:
     import torch
 
     from ..metrics import nrmse
     from ..evaluation import t1_from_r1
 
     t1, true_t1 = result.t1[0], t1_from_r1(truth.params[2])
+    rois = truth.rois
     if rois is None:
         return f"{float(nrmse(t1, true_t1, truth.mask)):.4f}"
     means = torch.stack([t1[roi].mean() for roi in rois]).double()
     return f"{float((means - torch.stack([true_t1[roi].mean() for roi in rois]).double()).square().mean().sqrt()) * 1e3:.1f} ms"
 
 
-def _figure(path: Path, panels: list[tuple[str, Any, Any, Any]], fmt: str) -> None:
+def _figure(path: Path, panels: list[tuple[str, Any, Any]], fmt: str) -> None:
     """Rows: one case each; columns: truth, then each method's T1 and its error (background masked)."""
     import matplotlib
     import numpy as np
@@ -68,7 +69,7 @@ def _figure(path: Path, panels: list[tuple[str, Any, Any, Any]], fmt: str) -> No
     methods = list(panels[0][2])
     fig, axes = plt.subplots(len(panels), 1 + 2 * len(methods), figsize=(2.4 * (1 + 2 * len(methods)), 2.5 * len(panels)),
                              squeeze=False, layout="constrained")
-    for row, (label, truth, results, _) in enumerate(panels):
+    for row, (label, truth, results) in enumerate(panels):
         true_t1, inside = t1_from_r1(truth.params[2]), truth.mask
         show = [("truth T1 [s]", true_t1, "viridis", (0, 3))]
         for name in methods:
@@ -113,14 +114,14 @@ def run_demo(args: argparse.Namespace) -> None:
              for kind, label, acc, seed in cases]
     print("[2/2] reconstructing each with PINQI and with CG-SENSE + fit ...")
     rows: dict[tuple[str, str], dict[str, list[str]]] = {}
-    figure: list[tuple[str, Any, Any, Any]] = []
+    figure: list[tuple[str, Any, Any]] = []
     for kind, label, acc, scan in scans:
         raw = read_raw(scan.path)
         results = {"PINQI": reconstruct(raw, model), "CG-SENSE + fit": reconstruct(raw, baseline="cg-sense")}
         for name, result in results.items():
-            rows.setdefault((kind, f"{acc:g}x"), {}).setdefault(name, []).append(_scores(result, scan, scan.rois))
+            rows.setdefault((kind, f"{acc:g}x"), {}).setdefault(name, []).append(_scores(result, scan))
         if label in ("phantom", "brain 0") and acc == 8.0:
-            figure.append((f"{label}, 8x", scan, results, scan.rois))
+            figure.append((f"{label}, 8x", scan, results))
     table = []
     for (kind, acc), methods in rows.items():
         row = {"data": kind, "acceleration": acc}
