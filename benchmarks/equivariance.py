@@ -25,7 +25,7 @@ import torch
 from pinqi.training import load_pinqi
 from simulation import SaturationRecovery, T1MappingDataset
 
-from .t1_common import git_revision, markdown_table, timestamp, write_text_atomic
+from .t1_common import markdown_table, write_model_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "equivariance.md"
 SCALES = (1e-6, 1e-3, 1e3, 1e6)
@@ -76,16 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(summary))
     if args.no_write:
         return
-    source = args.checkpoint or "the shipped model (pinqi/weights/pinqi_t1.pt)"
-    text = "\n\n".join([
-        "# Scale and phase equivariance of a trained PINQI",
-        f"`python -m benchmarks.equivariance` — {timestamp()}, git {git_revision()}, model: {source}; "
-        f"{args.samples} MNI152 test slices at {cfg.image_size}², 8 coils, 8x, coil maps estimated (ESPIRiT); one thread.",
-        "## Worst case\n\n" + "\n".join(summary),
-        "## Per sample\n\n" + markdown_table(rows),
-    ])
-    write_text_atomic(RESULTS, text + "\n")
-    print(f"wrote {RESULTS}")
+    write_model_report(
+        RESULTS, "Scale and phase equivariance of a trained PINQI", "benchmarks.equivariance", args.checkpoint,
+        f"; {args.samples} MNI152 test slices at {cfg.image_size}², 8 coils, 8x, coil maps estimated (ESPIRiT); one thread.",
+        [("Worst case", "\n".join(summary)), ("Per sample", markdown_table(rows))],
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from .steady import STEADY_ALLOCATOR_NOTE, steady_allocator
+from .t1_common import write_results_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_GB = 36.0
@@ -270,10 +271,7 @@ def main(argv: list[str] | None = None) -> str:
     if not args.quick or args.out is not None:
         suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
         out = args.out or RESULTS / f"pinqi_speed{suffix}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        write_results_text(out, text)
     return text
 
 

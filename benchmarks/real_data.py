@@ -46,7 +46,7 @@ from pinqi.training import load_pinqi
 from simulation import SaturationRecovery, T1MappingDataset
 from simulation.tube_phantom import TABLE_I_T1
 
-from .t1_common import git_revision, markdown_table, timestamp, write_text_atomic
+from .t1_common import markdown_table, write_model_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_data.md"
 N_COILS = 8
@@ -158,18 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(checks))
     if args.quick:
         return
-    source = args.checkpoint or "the shipped model (pinqi/weights/pinqi_t1.pt)"
-    text = "\n\n".join([
-        "# PINQI off its training data",
-        f"`python -m benchmarks.real_data` — {timestamp()}, git {git_revision()}, model: {source} "
-        f"(trained at {config.image_size}², {config.n_coils} coils, times {list(config.times)} s). One thread.",
-        "## Targets\n\n" + "\n".join(checks),
-        "## Phantom (nine tubes, Table I T1s; ISMRMRD round trip, prewhitening, oversampling removal, estimated coil maps)\n\n"
-        + markdown_table(phantom),
-        f"## Brain test set at 8x ({n_brain} MNI152 test slices, {N_COILS} coils)\n\n" + markdown_table(brain),
-    ])
-    write_text_atomic(RESULTS, text + "\n")
-    print(f"wrote {RESULTS}")
+    write_model_report(
+        RESULTS, "PINQI off its training data", "benchmarks.real_data", args.checkpoint,
+        f" (trained at {config.image_size}², {config.n_coils} coils, times {list(config.times)} s). One thread.",
+        [("Targets", "\n".join(checks)),
+         ("Phantom (nine tubes, Table I T1s; ISMRMRD round trip, prewhitening, oversampling removal, estimated coil maps)",
+          markdown_table(phantom)),
+         (f"Brain test set at 8x ({n_brain} MNI152 test slices, {N_COILS} coils)", markdown_table(brain))],
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import solvers_dc, solvers_fit
+from .t1_common import write_results_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers.md"
 
@@ -41,10 +42,7 @@ def main(argv: list[str] | None = None) -> str:
     print(text)
     out = args.out if args.out is not None else (None if args.quick else RESULTS)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        write_results_text(out, text)
     return text
 
 

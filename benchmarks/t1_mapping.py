@@ -53,15 +53,6 @@ def ensure_trained(
     description = f"{preset.total_steps} steps x {preset.train.batch_size} samples"
     return common.ensure_done("benchmarks.t1_mapping", method, method_dir(out, method), description, preset.name, out,
                               isolate, extra, lambda: train_only(method, preset, out))
-    print(f"{method}: training {preset.total_steps} steps x {preset.train.batch_size} samples ...", flush=True)
-    if isolate:
-        common.train_in_child("benchmarks.t1_mapping", method, preset.name, out, extra)
-    else:
-        train_only(method, preset, out)
-    stats = common.read_done(directory)
-    if stats is None:
-        raise RuntimeError(f"training {method} finished without writing {directory / common.DONE}")
-    return stats
 
 
 def evaluate_all(

@@ -13,12 +13,17 @@ Centring convention (the one place it is defined for the whole package): the arr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from operators._validation import require_finite, require_min_ndim, require_tensor
 from operators.linear_operator import LinearOperator
+
+
+def _centered(transform: Callable[..., torch.Tensor], x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    dims = tuple(dims)
+    return torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=dims), dim=dims, norm="ortho"), dim=dims)
 
 
 def centered_fft(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -35,9 +40,7 @@ def centered_fft(x: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tenso
     -------
     Complex tensor of the shape of ``x``.
     """
-    dims = tuple(dims)
-    x = torch.fft.ifftshift(x, dim=dims)
-    return torch.fft.fftshift(torch.fft.fftn(x, dim=dims, norm="ortho"), dim=dims)
+    return _centered(torch.fft.fftn, x, dims)
 
 
 def centered_ifft(k: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -55,9 +58,7 @@ def centered_ifft(k: torch.Tensor, dims: Sequence[int] = (-2, -1)) -> torch.Tens
     -------
     Complex tensor of the shape of ``k``.
     """
-    dims = tuple(dims)
-    k = torch.fft.ifftshift(k, dim=dims)
-    return torch.fft.fftshift(torch.fft.ifftn(k, dim=dims, norm="ortho"), dim=dims)
+    return _centered(torch.fft.ifftn, k, dims)
 
 
 class FFTOp(LinearOperator):

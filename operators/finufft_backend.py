@@ -152,37 +152,28 @@ class PlanSet:
         return self._run(y, index, (y.shape[0], self.n_trans, *self.modes), adjoint=True)
 
 
-class _Type2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, plans: PlanSet, index: Sequence[int]) -> torch.Tensor:
-        ctx.plans, ctx.index = plans, index
-        return plans.forward(x, index)
+class _NUFFT(torch.autograd.Function):
+    """Type 2 (``adjoint=False``) or type 1 (``adjoint=True``); the backward is the other type."""
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return _Type1.apply(grad, ctx.plans, ctx.index), None, None
-
-
-class _Type1(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, plans: PlanSet, index: Sequence[int]) -> torch.Tensor:
-        ctx.plans, ctx.index = plans, index
-        return plans.adjoint(y, index)
+    def forward(ctx: Any, x: torch.Tensor, plans: PlanSet, index: Sequence[int], adjoint: bool) -> torch.Tensor:
+        ctx.plans, ctx.index, ctx.adjoint = plans, index, adjoint
+        return plans.adjoint(x, index) if adjoint else plans.forward(x, index)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return _Type2.apply(grad, ctx.plans, ctx.index), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        return _NUFFT.apply(grad, ctx.plans, ctx.index, not ctx.adjoint), None, None, None
 
 
 def type2(x: torch.Tensor, plans: PlanSet, index: Sequence[int]) -> torch.Tensor:
     """Differentiable type-2 NUFFT ``(M, n_trans, Y, X)`` -> ``(M, n_trans, K)`` (unnormalised)."""
-    return _Type2.apply(x, plans, index)
+    return _NUFFT.apply(x, plans, index, False)
 
 
 def type1(y: torch.Tensor, plans: PlanSet, index: Sequence[int]) -> torch.Tensor:
     """Differentiable type-1 NUFFT ``(M, n_trans, K)`` -> ``(M, n_trans, Y, X)``, the adjoint of
     :func:`type2` (unnormalised)."""
-    return _Type1.apply(y, plans, index)
+    return _NUFFT.apply(y, plans, index, True)
 
 
 def toeplitz_offsets(omega: torch.Tensor, weights: torch.Tensor, index: Sequence[int],
