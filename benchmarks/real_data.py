@@ -18,12 +18,15 @@ Phantom
 Brain
     The MNI152 test split at the model's image size, 8 coils, 8x plus the same calibration lines,
     coil maps estimated from each sample's own calibration lines (ESPIRiT) and, for comparison,
-    the true maps. Reported: T1 nRMSE, MAE
-    [s] and SSIM inside the brain.
+    the true maps. Reported: T1 nRMSE, MAE [s], PSNR [dB] and SSIM inside the brain, for PINQI,
+    CG-SENSE + fit and the learned baselines trained on PINQI's ``ship`` data at its budget
+    (``python -m benchmarks.t1_mapping --preset ship --train-only DOPAMINE --out
+    benchmarks/weights/ship``; DOPAMINE's checkpoint is committed there, MANTIS trains in minutes
+    into ``runs/``).
 
 Targets (issue #14, DESIGN.md): fully sampled, PINQI <= 1.2x the pixel fit; at 8x, PINQI's phantom
 RMS <= 35 ms and below CG-SENSE + fit; brain T1 nRMSE with estimated maps <= 1.1x that with the
-true maps and >= 40 % below CG-SENSE + fit.
+true maps, >= 40 % below CG-SENSE + fit and >= 20 % below the best learned baseline.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ from pinqi.training import load_pinqi
 from simulation import SaturationRecovery, T1MappingDataset
 from simulation.tube_phantom import TABLE_I_T1
 
-from .t1_common import markdown_table, write_model_report
+from .t1_common import ROOT, get_preset, markdown_table, write_model_report
+from .t1_methods import BASELINES, CHECKPOINT, Predict, load_learned
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_data.md"
+LEARNED_DIRS = (ROOT / "benchmarks" / "weights" / "ship", ROOT / "runs" / "benchmarks" / "t1_mapping-ship")
 N_COILS = 8
 
 
@@ -83,7 +88,26 @@ def phantom_rows(model: PINQI, sizes: list[int], accelerations: list[float], tim
     return rows
 
 
-def brain_rows(model: PINQI, n: int, acceleration: float) -> list[dict[str, Any]]:
+def learned_baselines(folders: list[Path]) -> dict[str, tuple[Predict, int]]:
+    """The learned baselines trained by ``python -m benchmarks.t1_mapping --preset ship --train-only M``.
+
+    Each folder is searched for ``<method>/checkpoint.pt`` (the first folder holding a method
+    wins). Returns the method's predictor and the optimiser steps its checkpoint has seen.
+    """
+    preset = get_preset("ship")
+    found: dict[str, tuple[Predict, int]] = {}
+    for folder in folders:
+        for name, spec in BASELINES.items():
+            directory = folder / name.lower()
+            if name not in found and (directory / CHECKPOINT).is_file():
+                steps = sum(1 for line in (directory / "train_log.jsonl").read_text().splitlines() if line.strip())
+                found[name] = (load_learned(spec(), preset, directory), steps)
+    return found
+
+
+def brain_rows(
+    model: PINQI, n: int, acceleration: float, learned: dict[str, tuple[Predict, int]] | None = None
+) -> list[dict[str, Any]]:
     config = model.train_config
     data = T1MappingDataset(source="mni152", split="test", length=n, seed=2024, image_size=config.image_size,
                             n_coils=N_COILS, times=config.times, acceleration=acceleration, estimated_csm=1.0,
@@ -97,14 +121,19 @@ def brain_rows(model: PINQI, n: int, acceleration: float) -> list[dict[str, Any]
             with torch.no_grad():
                 pinqi = model(s["kspace"], csm, s["mask"], signal_model=q).final
             classical = cg_sense_fit(s["kspace"], csm, s["mask"], q, solver="gauss-newton").params
-            for name, params in (("PINQI", pinqi), ("CG-SENSE + fit", classical)):
+            outputs = {"PINQI": pinqi, "CG-SENSE + fit": classical}
+            for name, (predict, steps) in (learned or {}).items():
+                with torch.no_grad():
+                    outputs[f"{name} ({steps} steps)"] = predict({"kspace": s["kspace"], "csm": csm, "mask": s["mask"]})
+            for name, params in outputs.items():
                 results.setdefault(f"{name}|{maps}", []).append(t1_metrics(params, s["params"], s["brain_mask"]))
     rows = []
     for key, values in results.items():
         name, maps = key.split("|")
         mean = {m: float(torch.cat([v[m].reshape(-1) for v in values]).mean()) for m in values[0]}
         rows.append({"method": name, "coil maps": maps, "T1 nRMSE": f"{mean['nrmse']:.4f}",
-                     "T1 MAE [s]": f"{mean['mae']:.4f}", "T1 SSIM": f"{mean['ssim']:.4f}"})
+                     "T1 MAE [s]": f"{mean['mae']:.4f}", "T1 PSNR [dB]": f"{mean['psnr']:.2f}",
+                     "T1 SSIM": f"{mean['ssim']:.4f}"})
     return rows
 
 
@@ -132,6 +161,15 @@ def verdicts(phantom: list[dict[str, Any]], brain: list[dict[str, Any]], model_s
         lines.append(f"- brain {model_size}², 8x: estimated / true maps = {est / true:.3f} (target <= 1.1): {'met' if est <= 1.1 * true else 'NOT met'}")
         lines.append(f"- brain {model_size}², 8x: PINQI {100 * (1 - est / cg):.0f} % below CG-SENSE + fit (target >= 40 %): "
                      f"{'met' if est <= 0.6 * cg else 'NOT met'}")
+        learned = [r for r in brain if r["method"] not in ("PINQI", "CG-SENSE + fit") and r["coil maps"] == "estimated"]
+        if learned:
+            best = min(learned, key=lambda r: float(r["T1 nRMSE"]))
+            below = 1 - est / float(best["T1 nRMSE"])
+            lines.append(f"- brain {model_size}², 8x: PINQI {100 * below:.0f} % below the best learned baseline, "
+                         f"{best['method']} (target >= 20 %): {'met' if below >= 0.2 else 'NOT met'}")
+        else:
+            lines.append("- brain, 8x, against the best learned baseline (target >= 20 % below): not measured "
+                         "(no trained baseline; see --learned)")
     return lines
 
 
@@ -141,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="phantom sizes (default: the model's and 192)")
     parser.add_argument("--accelerations", type=float, nargs="+", default=[1.0, 4.0, 8.0])
     parser.add_argument("--brain-samples", type=int, default=16)
+    parser.add_argument("--learned", type=Path, nargs="*", default=list(LEARNED_DIRS),
+                        help="folders of learned baselines trained on the ship preset (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small run, nothing written")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -151,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerations = [1.0, 8.0] if args.quick else args.accelerations
     n_brain = 2 if args.quick else args.brain_samples
     phantom = phantom_rows(model, sizes, accelerations, times)
-    brain = brain_rows(model, n_brain, 8.0)
+    brain = brain_rows(model, n_brain, 8.0, learned_baselines(args.learned))
     for row in brain:
         print(row)
     checks = verdicts(phantom, brain, config.image_size)

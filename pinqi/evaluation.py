@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import mae, nrmse, ssim
+from .metrics import mae, nrmse, psnr, ssim
 
 Method = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 """A method maps a batch (kspace, csm, mask, times, ...) to parameters (B, 3, Y, X) = (Re M0, Im M0, R1)."""
@@ -32,7 +32,7 @@ def t1_from_r1(r1: torch.Tensor) -> torch.Tensor:
 
 
 def t1_metrics(pred_params: torch.Tensor, target_params: torch.Tensor, brain_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """nRMSE, MAE [s] and SSIM of T1 per sample.
+    """nRMSE, MAE [s], PSNR [dB] and SSIM of T1 per sample.
 
     Parameters
     ----------
@@ -46,6 +46,7 @@ def t1_metrics(pred_params: torch.Tensor, target_params: torch.Tensor, brain_mas
     return {
         "nrmse": nrmse(pred, target, brain_mask),
         "mae": mae(pred, target, brain_mask),
+        "psnr": psnr(pred, target, brain_mask),
         "ssim": ssim(pred, target, brain_mask),
     }
 

@@ -1,4 +1,4 @@
-"""Image-quality metrics of quantitative maps: nRMSE, MAE and masked SSIM, one value per sample.
+"""Image-quality metrics of quantitative maps: nRMSE, MAE, PSNR and masked SSIM, one value per sample.
 
 Shapes: ``pred`` and ``target`` are ``(Y, X)`` (one sample; a 0-d result) or ``(B, Y, X)``
 (a ``(B,)`` result). ``mask`` (bool, or real with values 0/1) is ``None`` (every pixel), of the same
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["nrmse", "mae", "ssim", "map_metrics"]
+__all__ = ["nrmse", "mae", "psnr", "ssim", "map_metrics"]
 
 
 def _prepare(
@@ -117,6 +117,18 @@ def mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = No
     p, t, m, batched = _prepare(pred, target, mask, "mae")
     total = (p - t).abs().sum(dim=(1, 2))
     return _finish(total / m.sum(dim=(1, 2)), pred, batched)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio ``20 log10(max |target| / RMSE)`` over the mask, in dB, per sample.
+
+    The peak is the largest ``|target|`` inside the mask (treated as a constant for gradients).
+    Shapes as :func:`nrmse`; ``inf`` where ``pred`` equals ``target`` on the mask.
+    """
+    p, t, m, batched = _prepare(pred, target, mask, "psnr")
+    mse = (p - t).abs().square().sum(dim=(1, 2)) / m.sum(dim=(1, 2))
+    peak = t.abs().detach().flatten(1).amax(1)
+    return _finish(20 * torch.log10(peak) - 10 * torch.log10(mse), pred, batched)
 
 
 def ssim(

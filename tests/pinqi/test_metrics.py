@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pinqi.metrics import mae, nrmse, ssim
+from pinqi.metrics import mae, nrmse, psnr, ssim
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +56,16 @@ def test_nrmse_and_mae_hand_computed():
     assert mae(pred, target).item() == pytest.approx(1.5)
     assert mae(pred, target, mask).item() == pytest.approx(1.0)
     assert nrmse(pred, target).shape == () and nrmse(pred, target).dtype == torch.float32
+
+
+def test_psnr_hand_computed():
+    target = torch.tensor([[2.0, 1.0], [1.0, 1.0]])
+    pred = target + torch.tensor([[0.0, 0.2], [-0.2, 5.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    # masked: peak 2, MSE (0 + 0.04 + 0.04) / 3
+    assert psnr(pred, target, mask).item() == pytest.approx(20 * math.log10(2) - 10 * math.log10(0.08 / 3), rel=1e-6)
+    assert psnr(target, target).item() == math.inf
+    assert psnr(2 * pred, 2 * target, mask).item() == pytest.approx(psnr(pred, target, mask).item(), rel=1e-6)
 
 
 def test_batched_per_sample_values_and_mask_forms():
@@ -156,7 +166,7 @@ def test_ssim_gradcheck():
 
 
 # -- index by the mask (issue #13 item 5) -------------------------------------------------------
-@pytest.mark.parametrize("metric", [nrmse, mae, ssim])
+@pytest.mark.parametrize("metric", [nrmse, mae, psnr, ssim])
 def test_values_outside_the_mask_cannot_poison_the_metric_or_its_gradient(metric):
     target = _random((2, 16, 16), seed=1) + 0.5
     pred = (target + 0.1 * _random((2, 16, 16), seed=2)).requires_grad_(True)
@@ -171,7 +181,7 @@ def test_values_outside_the_mask_cannot_poison_the_metric_or_its_gradient(metric
     assert torch.isfinite(grad).all() and (grad[:, ~mask] == 0).all()
 
 
-@pytest.mark.parametrize("metric", [nrmse, mae, ssim])
+@pytest.mark.parametrize("metric", [nrmse, mae, psnr, ssim])
 def test_non_finite_values_inside_the_mask_are_refused(metric):
     target = _random((16, 16), seed=1) + 0.5
     pred = target.clone()
