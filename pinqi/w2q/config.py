@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.config_mixin import ConfigMixin
+from .protocols import DATA_VERSIONS
 
 __all__ = ["W2QConfig", "W2QTrainConfig", "MODEL_TYPES", "PRESETS", "load_w2q_config"]
 
@@ -89,7 +90,8 @@ class W2QTrainConfig(ConfigMixin):
     ``threads`` for ``torch.set_num_threads`` (0: leave it); ``init_from`` a checkpoint whose
     matching weights initialise a fresh run; ``data_version`` the simulated data
     (:func:`pinqi.w2q.protocols.data_settings`: 1 legacy ranges, map-mixed partial volumes and the
-    wide tissue ranges; 2 clinical ranges with MP-RAGE, physical partial volumes, literature prior).
+    wide tissue ranges; 2 clinical ranges with MP-RAGE, physical partial volumes, literature prior;
+    3 as 2 with water-weighted relaxation-rate targets for mixed voxels).
     """
 
     model: W2QConfig = field(default_factory=W2QConfig)
@@ -122,9 +124,10 @@ class W2QTrainConfig(ConfigMixin):
     data_version: int = 1
 
     def __post_init__(self) -> None:
-        if self.data_version not in (1, 2) or (self.data_version == 2 and self.model.network != "plain"
-                                               and self.model.protocol_version < 2):
-            raise ValueError(f"data_version must be 1 or 2, and data with MP-RAGE (2) needs protocol_version 2; "
+        if self.data_version not in DATA_VERSIONS or (self.data_version >= 2 and self.model.network != "plain"
+                                                      and self.model.protocol_version < 2):
+            raise ValueError(f"data_version must be one of {DATA_VERSIONS}, and data with MP-RAGE (2, 3) needs "
+                             f"protocol_version 2; "
                              f"got data_version {self.data_version}, protocol_version {self.model.protocol_version}")
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}; got {self.model_type!r}")
@@ -143,13 +146,13 @@ def cpu_preset() -> W2QTrainConfig:
     per fit), clinical protocols with MP-RAGE, physical partial volumes, literature prior: about
     0.4 s per network step and 1.1 s per full step, 80 minutes on one free CPU core."""
     return W2QTrainConfig(model=W2QConfig(fit_max_iter=6, protocol_version=2), pretrain_steps=5000, steps=2500,
-                          warmup_steps=100, full_warmup_steps=50, checkpoint_every=250, data_version=2)
+                          warmup_steps=100, full_warmup_steps=50, checkpoint_every=250, data_version=3)
 
 
 def ship_preset() -> W2QTrainConfig:
-    """The shipped weights' run on a shared CPU core: the ``cpu`` model, initialised from the shipped
-    ``pinqi/weights/w2q.pt`` (every tensor but the protocol embedding's input layer fits), 2000
-    network + 600 full steps, checkpoints every 50 steps (resumable)."""
+    """The shipped weights' run on a shared CPU core: the ``cpu`` model and data (version 3), initialised
+    from the shipped ``pinqi/weights/w2q.pt`` (every tensor whose shape matches), 2000 network + 600
+    full steps, checkpoints every 50 steps (resumable)."""
     return cpu_preset().replace(pretrain_steps=2000, steps=600, warmup_steps=50, full_warmup_steps=25,
                                 checkpoint_every=50, init_from="pinqi/weights/w2q.pt", lr=1e-3)
 
@@ -166,14 +169,14 @@ def paper_preset() -> W2QTrainConfig:
     model = W2QConfig(n_iterations=3, features=(32, 64, 128, 256), embed_dim=64, group_size=16, fit_max_iter=10,
                       protocol_version=2)
     return W2QTrainConfig(model=model, image_size=192, batch_size=16, steps=10000, pretrain_steps=2000,
-                          warmup_steps=200, val_samples=64, checkpoint_every=250, threads=0, data_version=2)
+                          warmup_steps=200, val_samples=64, checkpoint_every=250, threads=0, data_version=3)
 
 
 def micro_preset() -> W2QTrainConfig:
     """Seconds-long runs for tests: 16x16 phantom, tiny networks."""
     model = W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=3, protocol_version=2)
     return W2QTrainConfig(model=model, anatomy="phantom", image_size=16, batch_size=2, steps=2, pretrain_steps=1,
-                          warmup_steps=1, val_samples=2, checkpoint_every=2, data_version=2)
+                          warmup_steps=1, val_samples=2, checkpoint_every=2, data_version=3)
 
 
 PRESETS = {"cpu": cpu_preset, "ship": ship_preset, "gpu": gpu_preset, "paper": paper_preset, "micro": micro_preset}

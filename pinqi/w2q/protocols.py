@@ -12,7 +12,9 @@ to the simulation and are re-exported here.
 Versions. ``data_version`` 1 (the W2Q weights trained before MP-RAGE): the legacy ranges, the
 map-mixed partial volumes and :data:`simulation.tissues.TISSUE_RANGES`; 2: clinical ranges with
 MP-RAGE, physical partial volumes and the literature prior :data:`simulation.tissues.
-W2Q_TISSUE_PRIOR` (:func:`data_settings`).
+W2Q_TISSUE_PRIOR`; 3: as 2 with the T1/T2 targets of mixed voxels defined as water-weighted
+relaxation rates (``relaxation_targets="water_rates"`` of :class:`simulation.WeightedImageDataset`),
+which is what their physical signals encode (:func:`data_settings`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from simulation.protocol_ranges import (
 from simulation.tissues import W2Q_TISSUE_PRIOR
 
 __all__ = ["CONTRASTS", "SEQUENCE_TYPES", "PROTOCOL_FIELDS", "ProtocolRanges", "PARAMETERS", "DEFAULT_PROTOCOL",
-           "DEFAULT_TYPES", "check_protocol", "as_protocol", "data_settings", "trained_ranges"]
+           "DEFAULT_TYPES", "DATA_VERSIONS", "check_protocol", "as_protocol", "data_settings", "trained_ranges"]
 
 #: The maps W2Q estimates, in the order of its output channels: PD [a.u.], T1 [s], T2 [s].
 PARAMETERS: tuple[str, ...] = ("pd", "t1", "t2")
@@ -40,12 +42,14 @@ DEFAULT_PROTOCOL: tuple[tuple[float, ...], ...] = (
     (0.6, 0.012, 0.0, 90.0, 0.0, 0.0), (5.0, 0.1, 0.0, 90.0, 0.0, 0.0), (9.0, 0.12, 2.4, 90.0, 0.0, 0.0),
 )
 DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
+#: The simulated-data versions (:func:`data_settings`).
+DATA_VERSIONS: tuple[int, ...] = (1, 2, 3)
 
 
 def trained_ranges(data_version: int) -> ProtocolRanges:
-    """The protocol ranges a model of ``data_version`` was trained on (1: legacy, 2: clinical)."""
-    if data_version not in (1, 2):
-        raise ValueError(f"data_version must be 1 or 2; got {data_version}")
+    """The protocol ranges a model of ``data_version`` was trained on (1: legacy, 2 and 3: clinical)."""
+    if data_version not in DATA_VERSIONS:
+        raise ValueError(f"data_version must be one of {DATA_VERSIONS}; got {data_version}")
     return LEGACY_PROTOCOL_RANGES if data_version == 1 else ProtocolRanges()
 
 
@@ -53,7 +57,8 @@ def data_settings(data_version: int) -> dict[str, Any]:
     """Keyword arguments of :class:`simulation.WeightedImageDataset` for a ``data_version``."""
     if data_version == 1:
         return {"protocols": LEGACY_PROTOCOL_RANGES, "partial_volume": "maps", "tissue_ranges": None}
-    return {"protocols": trained_ranges(data_version), "partial_volume": "signal", "tissue_ranges": W2Q_TISSUE_PRIOR}
+    return {"protocols": trained_ranges(data_version), "partial_volume": "signal", "tissue_ranges": W2Q_TISSUE_PRIOR,
+            "relaxation_targets": "water_rates" if data_version >= 3 else "fractions"}
 
 
 def check_protocol(sequence_params: torch.Tensor, sequence_types: torch.Tensor) -> None:

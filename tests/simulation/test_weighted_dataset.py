@@ -11,7 +11,7 @@ from simulation.anatomy import load_anatomy
 from simulation.augmentation import AugmentationConfig
 from simulation.mprage import MPRAGE
 from simulation.tissues import TISSUE_RANGES
-from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset
+from simulation.weighted_dataset import SEQUENCE_TYPES, ProtocolRanges, WeightedImageDataset, water_weighted_relaxation
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,37 @@ def test_physical_partial_volumes_add_tissue_signals(anatomy):
         want = sum(frac[k] * physical.signal(torch.cat([v * one for v in values[k].double()[[2, 0, 1]]], 1),
                                              s["sequence_params"], s["sequence_types"])[0] for k in range(3))
         torch.testing.assert_close(got, want)
+
+
+def test_water_weighted_relaxation_closed_form():
+    # (T1 [s], T2 [s], PD) of CSF, GM, WM; one voxel of 97 % GM + 3 % CSF, one pure WM, one empty
+    values = torch.tensor([[4.0, 1.8, 1.0], [1.3, 0.09, 0.8], [0.85, 0.07, 0.7]], dtype=torch.float64)
+    frac = torch.tensor([[0.03, 0.0, 0.0], [0.97, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)[:, None, :]
+    fallback = torch.full((1, 3), 7.0, dtype=torch.float64)
+    t1, t2 = water_weighted_relaxation(values, frac, fallback, fallback)
+    w_csf, w_gm = 0.03 * 1.0 / (0.03 + 0.97 * 0.8), 0.97 * 0.8 / (0.03 + 0.97 * 0.8)
+    assert t2[0, 0].item() == pytest.approx(1 / (w_csf / 1.8 + w_gm / 0.09), rel=1e-12)
+    assert t1[0, 0].item() == pytest.approx(1 / (w_csf / 4.0 + w_gm / 1.3), rel=1e-12)
+    # 3 % CSF moves the rate-weighted T2 by under 4 %; the fraction-weighted label by over 50 %
+    assert 0.09 < t2[0, 0].item() < 0.0935 and 0.03 * 1.8 + 0.97 * 0.09 > 0.135
+    assert (t1[0, 1].item(), t2[0, 1].item()) == pytest.approx((0.85, 0.07), rel=1e-12)
+    assert (t1[0, 2].item(), t2[0, 2].item()) == (7.0, 7.0)
+
+
+def test_water_rate_targets_change_only_mixed_voxels(anatomy):
+    kw = dict(length=2, seed=3, image_size=32, protocols=ProtocolRanges(noise_rel=(0.0, 0.0)), dtype=torch.float64)
+    plain = WeightedImageDataset(anatomy, **kw)
+    rates = WeightedImageDataset(anatomy, relaxation_targets="water_rates", **kw)
+    for i in range(2):
+        a, b = plain[i], rates[i]
+        torch.testing.assert_close(a["images"], b["images"])
+        torch.testing.assert_close(a["params"][0], b["params"][0])
+        pure = a["fractions"].amax(0) > 0.999
+        torch.testing.assert_close(a["params"][1:, pure], b["params"][1:, pure], rtol=1e-3, atol=1e-6)
+        mixed = (a["fractions"].amax(0) < 0.7) & a["brain_mask"]
+        assert float((a["params"][2, mixed] - b["params"][2, mixed]).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="relaxation_targets"):
+        WeightedImageDataset(anatomy, relaxation_targets="rates")
 
 
 def test_bias_and_noise_are_bounded(anatomy):
