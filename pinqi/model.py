@@ -21,6 +21,7 @@ runs the iterations on ``k / c`` and multiplies the M0 maps and the images back 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -361,6 +362,7 @@ class PINQI(nn.Module):
         trajectory: torch.Tensor | None = None,
         density: torch.Tensor | None = None,
         signal_model: SignalModel | None = None,
+        prior_strength: float = 1.0,
     ) -> PINQIOutput:
         """Reconstruct parameter maps from undersampled multi-coil k-space.
 
@@ -379,6 +381,12 @@ class PINQI(nn.Module):
         signal_model
             Overrides the model's signal model for this call (e.g. per-batch saturation times);
             it must have the same parameters and bounds.
+        prior_strength
+            Factor on the learned priors' weights λ_y and λ_p at inference (λ_q, the signal-model
+            coupling, is kept): 1 (default) as trained; 0 switches Y_θ off and leaves P_θ only as
+            the fit's starting point, i.e. a physics-only alternation of data consistency and fit.
+            On content unlike the training data the learned priors can bias the maps (see
+            ``benchmarks/results/real_data.md``).
 
         Returns
         -------
@@ -392,6 +400,8 @@ class PINQI(nn.Module):
             If a sample's k-space (or its coil maps or mask) gives an all-zero image, or NaN/Inf.
         """
         self._check_inputs(kspace, csm)
+        if not (math.isfinite(prior_strength) and prior_strength >= 0):
+            raise ValueError(f"prior_strength must be a finite number >= 0; got {prior_strength}")
         operator = self.operator(csm, mask, trajectory, density)
         q = signal_model if signal_model is not None else self.signal_model
         cfg = self.config
@@ -403,12 +413,14 @@ class PINQI(nn.Module):
         p = self.parameter_net(y, 0)
         priors = self._priors(y, p)
         images, parameters = [y], [p]
+        parameter_prior = self._parameter_prior if prior_strength > 0 else self._no_parameter_prior
         for i in range(1, cfg.n_iterations + 1):
             # (1) y_i = argmin_y ||A y − k||² + λ_q ||y − q(p_{i−1})||² + λ_y ||y − Y_θ(y_{i−1})||²
-            terms = [(getattr(lam, n)[i - 1] * w, term(q, p, y, i, priors)) for n, term in self._image_terms]
+            terms = [(getattr(lam, n)[i - 1] * w * (prior_strength if n == "y" else 1.0), term(q, p, y, i, priors))
+                     for n, term in self._image_terms if n != "y" or prior_strength > 0]
             y = data_consistency(operator, kspace, terms, x0=y.detach(), tol=cfg.cg_tol, max_iter=cfg.cg_max_iter)
             # (2) p_i = argmin_p ||q(p) − y_i||² + λ_p ||p − P_θ(y_i)||²
-            p_reg, lam_p = self._parameter_prior(priors, y, i, lam.p[i - 1] * w, p)
+            p_reg, lam_p = parameter_prior(priors, y, i, lam.p[i - 1] * w * prior_strength, p)
             p = self._solve_fit(q, y, p_reg, lam_p, p, i)
             images.append(y)
             parameters.append(p)

@@ -144,6 +144,7 @@ def reconstruct(
     coil_method: CoilMethod = "espirit",
     csm: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prior_strength: float = 1.0,
 ) -> T1Reconstruction:
     """Reconstruct every slice of ``raw``.
 
@@ -162,6 +163,9 @@ def reconstruct(
         ``(S, C, Y, X)`` coil maps to use instead of estimating them.
     progress
         Called as ``progress(done, total)`` after each slice.
+    prior_strength
+        Factor on PINQI's learned-prior weights (:meth:`pinqi.model.PINQI.forward`): 1 as trained,
+        0 for the physics-only alternation. Ignored by the baseline.
 
     Returns
     -------
@@ -199,7 +203,7 @@ def reconstruct(
             k, c, m = raw.kspace[s : s + 1], maps[s : s + 1], raw.mask[s : s + 1]
             if baseline is None:
                 assert model is not None
-                params = model(k, c, m, signal_model=q).final
+                params = model(k, c, m, signal_model=q, prior_strength=prior_strength).final
             else:
                 params = cg_sense_fit(k, c, m, q, solver="gauss-newton").params
             m0.append(torch.complex(params[0, 0], params[0, 1]))

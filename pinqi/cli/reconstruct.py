@@ -15,6 +15,7 @@ raw file's stem ``<stem>``:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,13 @@ if TYPE_CHECKING:  # the parser is built without importing torch
 __all__ = ["add_reconstruct", "run_reconstruct"]
 
 EXAMPLE = "pinqi reconstruct scan.h5 --out maps/            # the shipped PINQI model, coil maps by ESPIRiT"
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text!r}")
+    return value
 
 
 def add_reconstruct(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +53,9 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coil-maps", choices=["espirit", "walsh", "inati"], default="espirit",
                    help="estimator of the coil maps from the longest delay's centre lines (Walsh when too few for ESPIRiT)")
     p.add_argument("--times", type=float, nargs="+", default=None, help="saturation times [s], overriding the file's")
+    p.add_argument("--prior-strength", type=_non_negative, default=1.0,
+                   help="factor on the learned priors' weights: 1 as trained, 0 physics only (data consistency "
+                        "and fit, P_θ as the starting point); lower it for objects unlike brains, e.g. phantoms")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -108,13 +119,15 @@ def run_reconstruct(args: argparse.Namespace) -> list[Path]:
         if not args.no_progress:
             print(f"slice {done}/{total}", file=sys.stderr, flush=True)
 
-    result = reconstruct(raw, model, baseline=args.baseline, coil_method=args.coil_maps, progress=progress)
+    result = reconstruct(raw, model, baseline=args.baseline, coil_method=args.coil_maps, progress=progress,
+                         prior_strength=args.prior_strength)
     stem = Path(args.raw).name.split(".")[0]
     voxel = _voxel_mm(result)
     common = {
         "EstimationMethod": f"{result.method} (pinqi); coil maps: {result.header.get('coil_maps', args.coil_maps)}",
         "SaturationTimes": [round(float(t), 6) for t in result.times],
         "Model": str(args.checkpoint or "shipped pinqi/weights/pinqi_t1.pt") if args.baseline is None else None,
+        "PriorStrength": args.prior_strength if args.baseline is None else None,
         "BasedOn": str(args.raw),
         "RawHeader": result.header,
     }

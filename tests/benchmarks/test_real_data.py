@@ -33,7 +33,8 @@ def test_verdicts_check_every_target_including_the_learned_baseline():
     phantom = _phantom(64, "1x", 3.0, 2.7) + _phantom(64, "8x", 30.0, 90.0)
     brain = [_brain("PINQI", "estimated", 0.10), _brain("PINQI", "true", 0.095),
              _brain("CG-SENSE + fit", "estimated", 0.30), _brain("DOPAMINE (4000 steps)", "estimated", 0.14),
-             _brain("MANTIS (4000 steps)", "estimated", 0.20), _brain("DOPAMINE (4000 steps)", "true", 0.01)]
+             _brain("MANTIS (4000 steps)", "estimated", 0.20), _brain("DOPAMINE (4000 steps)", "true", 0.01),
+             _brain("PINQI, prior strength 0", "estimated", 0.11)]
     lines = verdicts(phantom, brain, 64)
     assert "PINQI / pixel fit = 1.11 (target <= 1.2): met" in lines[0]
     assert "PINQI 30.0 ms vs CG-SENSE + fit 90.0 ms" in lines[1] and lines[1].endswith("met")

@@ -165,3 +165,25 @@ def test_unsampled_prior_weight_fits_fully_sampled_data_as_they_are():
     with torch.no_grad():
         biased = constant(k, csm, full).final[:, 2][inside]
     assert not torch.allclose(biased, params[:, 2][inside], rtol=1e-3)
+
+
+def test_prior_strength_scales_only_the_learned_priors():
+    """prior_strength=1 is the trained model; 0 never consults Y_θ, and P_θ only through p₀."""
+    q, k, csm, mask, params, _ = tiny_problem(torch.complex128)
+    model = PINQI(q, TINY.replace(lambda_p=0.5, lambda_y=0.5)).double().eval()
+    with torch.no_grad():
+        default = model(k, csm, mask).final
+        torch.testing.assert_close(model(k, csm, mask, prior_strength=1.0).final, default, rtol=0, atol=0)
+        off = model(k, csm, mask, prior_strength=0.0)
+        assert not torch.allclose(off.final, default, rtol=1e-4)
+        # perturbing Y_θ changes nothing at strength 0 (it is not evaluated) but changes the default
+        for p in model.image_net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        torch.testing.assert_close(model(k, csm, mask, prior_strength=0.0).final, off.final, rtol=0, atol=0)
+        assert not torch.allclose(model(k, csm, mask).final, default, rtol=1e-6)
+        # any strength in between runs
+        half = model(k, csm, mask, prior_strength=0.5).final
+        assert torch.isfinite(half).all()
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="prior_strength must be a finite number >= 0"):
+            model(k, csm, mask, prior_strength=bad)

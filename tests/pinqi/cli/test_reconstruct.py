@@ -78,3 +78,24 @@ def test_simulate_ismrmrd_then_reconstruct(tmp_path: Path):
     assert [p.name for p in files] == ["test_1x_000.h5"]
     assert main(["reconstruct", str(files[0]), "--out", str(tmp_path / "maps"), "--baseline", "cg-sense"]) == 0
     assert (tmp_path / "maps" / "test_1x_000_T1map.nii.gz").is_file()
+
+
+def test_prior_strength_reaches_the_model_and_the_sidecar(scan, tmp_path: Path, capsys, monkeypatch):
+    import pinqi.model
+
+    seen = []
+    original = pinqi.model.PINQI.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("prior_strength"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pinqi.model.PINQI, "forward", spy)
+    out = tmp_path / "maps"
+    assert main(["reconstruct", str(scan.path), "--out", str(out), "--prior-strength", "0", "--no-progress"]) == 0
+    assert seen == [0.0]
+    assert json.loads((out / "phantom_T1map.json").read_text())["PriorStrength"] == 0.0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reconstruct", str(scan.path), "--out", str(tmp_path / "m2"), "--prior-strength", "-1"])
+    assert exit_info.value.code == 2
+    assert "expected a finite number >= 0; got '-1'" in capsys.readouterr().err
