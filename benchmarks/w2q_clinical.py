@@ -24,8 +24,10 @@ its upper edge. Writes ``benchmarks/results/w2q_clinical.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -97,17 +99,36 @@ def _images(fr: torch.Tensor, values: dict[str, tuple[float, float, float]], ent
     return images, seq, types, maps
 
 
-def run(checkpoint: Path, n_slices: int, physical: bool, values: dict, seed: int = 0) -> dict:
-    """ROI means per protocol (pure WM/GM) and partial-volume MAPE for one convention and value set."""
-    model, _, _ = load_w2q(checkpoint, require_trained=False)
-    model = model.double()
-    fr = _fractions(n_slices, 64)
+def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, values: dict, seed: int = 0,
+        protocols: Sequence[tuple] = tuple(PROTOCOLS), size: int = 64) -> dict:
+    """ROI means per protocol (pure WM/GM) and partial-volume MAPE for one convention and value set.
+
+    Parameters
+    ----------
+    checkpoint
+        A W2Q checkpoint path, or a loaded model (a float64 copy is run; the model is left as it is).
+    n_slices, size
+        Number of MNI152 test slices and their side in pixels.
+    physical
+        Physical (signals add) or map-mixed partial volumes.
+    values
+        ``{tissue: (T1 [s], T2 [s], PD)}`` of csf, gm and wm.
+    seed
+        Seed of the scales and the noise.
+    protocols
+        Entries as in :data:`PROTOCOLS` ``(name, T1w kind, T1w row, T2w row, FLAIR row)``; names unique.
+    """
+    if isinstance(checkpoint, torch.nn.Module):
+        model = copy.deepcopy(checkpoint).double()
+    else:
+        model = load_w2q(checkpoint, require_trained=False)[0].double()
+    fr = _fractions(n_slices, size)
     pure = {c: fr[:, k] > 0.95 for k, c in enumerate(("csf", "gm", "wm"))}
     mask = fr.sum(1) >= 0.5
     partial = mask & (fr.amax(1) < 0.95)
     out: dict = {"protocols": {}}
     g = torch.Generator().manual_seed(seed)
-    for entry in PROTOCOLS:
+    for entry in protocols:
         images, seq, types, maps = _images(fr, values, entry, physical, g)
         b = images.shape[0]
         try:
@@ -130,18 +151,33 @@ def run(checkpoint: Path, n_slices: int, physical: bool, values: dict, seed: int
                       "pixels": int(pure[c].sum()), "fraction-weighted t2": float(maps[:, 2][pure[c]].mean())}
                   for c in ("wm", "gm")}
     if done:
-        summary = {}
-        for key, t in truth.items():
-            xs = torch.tensor([r[key] for r in done])
-            summary[key] = {"mean": float(xs.mean()), "truth": t, "error %": 100 * (float(xs.mean()) / t - 1),
-                            "worst error %": float(100 * (xs / t - 1).abs().max()),
-                            "cv %": float(100 * xs.std() / xs.mean()) if len(done) > 1 else 0.0}
-        ratio = torch.tensor([r["gm pd"] / r["wm pd"] for r in done])
-        t_ratio = truth["gm pd"] / truth["wm pd"]
-        summary["gm/wm pd"] = {"mean": float(ratio.mean()), "truth": t_ratio,
-                               "worst error %": float(100 * (ratio / t_ratio - 1).abs().max())}
-        out["summary"] = summary
+        out["summary"] = summarise(done, truth)
     return out
+
+
+def summarise(rows: Sequence[dict[str, float]], truth: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Across protocols, per ROI map (``truth``'s keys, e.g. ``"wm t1"``): mean, truth, error of the
+    mean, worst protocol's |error| and CV [%]; and the GM/WM PD ratio (``"gm/wm pd"``).
+
+    Parameters
+    ----------
+    rows
+        One dict of ROI means per protocol (refused protocols left out), with ``"gm pd"``/``"wm pd"``.
+    truth
+        The true value of every key.
+    """
+    summary = {}
+    for key, t in truth.items():
+        xs = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+        summary[key] = {"mean": float(xs.mean()), "truth": t, "error %": 100 * (float(xs.mean()) / t - 1),
+                        "worst error %": float(100 * (xs / t - 1).abs().max()),
+                        "cv %": float(100 * xs.std() / xs.mean()) if len(rows) > 1 else 0.0}
+    ratio = torch.tensor([r["gm pd"] / r["wm pd"] for r in rows], dtype=torch.float64)
+    t_ratio = truth["gm pd"] / truth["wm pd"]
+    summary["gm/wm pd"] = {"mean": float(ratio.mean()), "truth": t_ratio,
+                           "error %": 100 * (float(ratio.mean()) / t_ratio - 1),
+                           "worst error %": float(100 * (ratio / t_ratio - 1).abs().max())}
+    return summary
 
 
 def _edge(which: int) -> dict[str, tuple[float, float, float]]:
