@@ -14,9 +14,11 @@ Phantom
     maps are then estimated from the data by ESPIRiT
     (:func:`pinqi.reconstruction.coil_maps_from_data`), as for a real scan. Reported: the RMS over
     the nine tubes of the error of the ROI-mean T1 [ms], for PINQI and CG-SENSE + pixel-wise fit
-    on the same file (fully sampled, the latter *is* the pixel-wise fit of the data), and for PINQI
-    with its learned priors switched off at inference (``prior_strength=0``: data consistency and
-    fit alternate with the learned λ_q, P_θ only gives the starting point).
+    on the same file (fully sampled, the latter *is* the pixel-wise fit of the data). "PINQI" is
+    what ``pinqi reconstruct`` does by default: the prior strength chosen per slice by the
+    discrepancy rule of :mod:`pinqi.prior_strength`; beside it PINQI at fixed strengths, 1 (the
+    priors as trained) and 0 (physics only: data consistency and fit alternate with the learned
+    λ_q, P_θ only gives the starting point).
 Brain
     The MNI152 test split at the model's image size, 8 coils, 8x plus the same calibration lines,
     coil maps estimated from each sample's own calibration lines (ESPIRiT) and, for comparison,
@@ -46,6 +48,7 @@ from pinqi.evaluation import t1_metrics
 from pinqi.io import read_raw
 from pinqi.io.examples import write_example_scan
 from pinqi.model import PINQI
+from pinqi.prior_strength import reconstruct_slice
 from pinqi.reconstruction import reconstruct
 from pinqi.training import load_pinqi
 from simulation import SaturationRecovery, T1MappingDataset
@@ -57,8 +60,9 @@ from .t1_methods import BASELINES, CHECKPOINT, Predict, load_learned
 RESULTS = Path(__file__).resolve().parent / "results" / "real_data.md"
 LEARNED_DIRS = (ROOT / "benchmarks" / "weights" / "ship", ROOT / "runs" / "benchmarks" / "t1_mapping-ship")
 N_COILS = 8
-#: PINQI with its learned priors switched off at inference (``prior_strength=0``).
-PHYSICS_ONLY = "PINQI, prior strength 0"
+#: PINQI at fixed prior strengths, beside the default (``"auto"``, :mod:`pinqi.prior_strength`):
+#: as trained (1) and physics only (0).
+FIXED_STRENGTHS = {"PINQI, prior strength 1": 1.0, "PINQI, prior strength 0": 0.0}
 
 
 def calibration_lines(size: int) -> int:
@@ -82,7 +86,8 @@ def phantom_rows(model: PINQI, sizes: list[int], accelerations: list[float], tim
                                           n_coils=N_COILS, times=tuple(times.tolist()), acceleration=acc,
                                           calibration_lines=calibration_lines(size), seed=11 + size)
                 raw = read_raw(scan.path)
-                for name, kwargs in (("PINQI", {"model": model}), (PHYSICS_ONLY, {"model": model, "prior_strength": 0.0}),
+                for name, kwargs in (("PINQI", {"model": model}), *((label, {"model": model, "prior_strength": value})
+                                                                    for label, value in FIXED_STRENGTHS.items()),
                                      ("CG-SENSE + fit", {"baseline": "cg-sense"})):
                     started = time.perf_counter()
                     result = reconstruct(raw, **kwargs)
@@ -124,10 +129,11 @@ def brain_rows(
         for maps in ("estimated", "true"):
             csm = s["csm"] if maps == "estimated" else s["csm_true"]
             with torch.no_grad():
-                pinqi = model(s["kspace"], csm, s["mask"], signal_model=q).final
-                physics = model(s["kspace"], csm, s["mask"], signal_model=q, prior_strength=0.0).final
+                outputs = {"PINQI": reconstruct_slice(model, s["kspace"], csm, s["mask"], q)[0]}
+                for label, value in FIXED_STRENGTHS.items():
+                    outputs[label] = model(s["kspace"], csm, s["mask"], signal_model=q, prior_strength=value).final
             classical = cg_sense_fit(s["kspace"], csm, s["mask"], q, solver="gauss-newton").params
-            outputs = {"PINQI": pinqi, PHYSICS_ONLY: physics, "CG-SENSE + fit": classical}
+            outputs["CG-SENSE + fit"] = classical
             for name, (predict, steps) in (learned or {}).items():
                 with torch.no_grad():
                     outputs[f"{name} ({steps} steps)"] = predict({"kspace": s["kspace"], "csm": csm, "mask": s["mask"]})

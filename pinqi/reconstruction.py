@@ -30,6 +30,7 @@ from .baselines.classical import cg_sense_fit
 from .common.threads import inference_threads
 from .io.types import RawT1Data
 from .model import PINQI
+from .prior_strength import PriorStrength, reconstruct_slice
 
 __all__ = ["CoilMethod", "T1Reconstruction", "centre_lines", "coil_maps_from_data", "check_times_match", "reconstruct"]
 
@@ -144,7 +145,7 @@ def reconstruct(
     coil_method: CoilMethod = "espirit",
     csm: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
-    prior_strength: float = 1.0,
+    prior_strength: PriorStrength = "auto",
 ) -> T1Reconstruction:
     """Reconstruct every slice of ``raw``.
 
@@ -164,8 +165,10 @@ def reconstruct(
     progress
         Called as ``progress(done, total)`` after each slice.
     prior_strength
-        Factor on PINQI's learned-prior weights (:meth:`pinqi.model.PINQI.forward`): 1 as trained,
-        0 for the physics-only alternation. Ignored by the baseline.
+        ``"auto"`` (default): per slice, the largest of 1, 0.5, 0.25 whose maps fit the data almost
+        as well as the physics-only ones, else 0 (:mod:`pinqi.prior_strength`); or a number, the
+        factor on PINQI's learned-prior weights (1 as trained, 0 physics only). The strengths used
+        are recorded as ``header["prior_strength"]``. Ignored by the baseline.
 
     Returns
     -------
@@ -197,19 +200,22 @@ def reconstruct(
         )
     maps = maps.to(raw.kspace.dtype)
     q = SaturationRecovery(raw.times.float())
-    m0, r1 = [], []
+    m0, r1, strengths = [], [], []
     with torch.no_grad(), inference_threads():
         for s in range(raw.n_slices):
             k, c, m = raw.kspace[s : s + 1], maps[s : s + 1], raw.mask[s : s + 1]
             if baseline is None:
                 assert model is not None
-                params = model(k, c, m, signal_model=q, prior_strength=prior_strength).final
+                params, strength = reconstruct_slice(model, k, c, m, q, prior_strength)
+                strengths.append(strength)
             else:
                 params = cg_sense_fit(k, c, m, q, solver="gauss-newton").params
             m0.append(torch.complex(params[0, 0], params[0, 1]))
             r1.append(params[0, 2])
             if progress is not None:
                 progress(s + 1, raw.n_slices)
+    if baseline is None:
+        header["prior_strength"] = strengths
     return T1Reconstruction(
         m0=torch.stack(m0).to(torch.complex64),
         r1=torch.stack(r1).float(),

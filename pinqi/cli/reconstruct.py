@@ -31,10 +31,15 @@ __all__ = ["add_reconstruct", "run_reconstruct"]
 EXAMPLE = "pinqi reconstruct scan.h5 --out maps/            # the shipped PINQI model, coil maps by ESPIRiT"
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
+def _prior_strength(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a finite number >= 0; got {text!r}")
     return value
 
 
@@ -53,9 +58,10 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coil-maps", choices=["espirit", "walsh", "inati"], default="espirit",
                    help="estimator of the coil maps from the longest delay's centre lines (Walsh when too few for ESPIRiT)")
     p.add_argument("--times", type=float, nargs="+", default=None, help="saturation times [s], overriding the file's")
-    p.add_argument("--prior-strength", type=_non_negative, default=1.0,
+    p.add_argument("--prior-strength", type=_prior_strength, default="auto",
                    help="factor on the learned priors' weights: 1 as trained, 0 physics only (data consistency "
-                        "and fit, P_θ as the starting point); lower it for objects unlike brains, e.g. phantoms")
+                        "and fit, P_θ as the starting point); 'auto': per slice the largest of 1, 0.5, 0.25 whose "
+                        "maps fit the data within 15 %% of the physics-only misfit, else 0")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -127,7 +133,7 @@ def run_reconstruct(args: argparse.Namespace) -> list[Path]:
         "EstimationMethod": f"{result.method} (pinqi); coil maps: {result.header.get('coil_maps', args.coil_maps)}",
         "SaturationTimes": [round(float(t), 6) for t in result.times],
         "Model": str(args.checkpoint or "shipped pinqi/weights/pinqi_t1.pt") if args.baseline is None else None,
-        "PriorStrength": args.prior_strength if args.baseline is None else None,
+        "PriorStrength": result.header.get("prior_strength") if args.baseline is None else None,
         "BasedOn": str(args.raw),
         "RawHeader": result.header,
     }

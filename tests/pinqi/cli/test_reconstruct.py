@@ -94,8 +94,12 @@ def test_prior_strength_reaches_the_model_and_the_sidecar(scan, tmp_path: Path, 
     out = tmp_path / "maps"
     assert main(["reconstruct", str(scan.path), "--out", str(out), "--prior-strength", "0", "--no-progress"]) == 0
     assert seen == [0.0]
-    assert json.loads((out / "phantom_T1map.json").read_text())["PriorStrength"] == 0.0
+    assert json.loads((out / "phantom_T1map.json").read_text())["PriorStrength"] == [0.0]
+    seen.clear()
+    assert main(["reconstruct", str(scan.path), "--out", str(tmp_path / "auto"), "--no-progress"]) == 0
+    chosen = json.loads((tmp_path / "auto" / "phantom_T1map.json").read_text())["PriorStrength"]
+    assert seen[0] == 0.0 and chosen[0] in seen and chosen[0] in (1.0, 0.5, 0.25, 0.0)
     with pytest.raises(SystemExit) as exit_info:
         main(["reconstruct", str(scan.path), "--out", str(tmp_path / "m2"), "--prior-strength", "-1"])
     assert exit_info.value.code == 2
-    assert "expected a finite number >= 0; got '-1'" in capsys.readouterr().err
+    assert "expected 'auto' or a finite number >= 0; got '-1'" in capsys.readouterr().err
