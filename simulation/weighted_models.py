@@ -24,8 +24,10 @@ Magnitude and the null: FLAIR and the inversion-prepared GRE return magnitude im
 scanners do) by default. ``|x|`` has a kink at the signal null (e.g. TI = T1 ln 2 for
 TR ≫ T1), where its derivative jumps from −1 to +1 and its second derivative is undefined —
 bad for the Gauss-Newton / Hessian-based fits of W2Q. We therefore use the smooth magnitude
-``sqrt(x² + ε²) − ε`` (``magnitude_eps`` = ε, default 1e-3 in PD units): it is 0 at the null,
-twice differentiable everywhere, and differs from ``|x|`` by less than ε. Set
+``sqrt(x² + ε²)`` (``magnitude_eps`` = ε, default 1e-3 in PD units): it is ε at the null (where
+a measured magnitude image has its Rician noise floor anyway), twice differentiable everywhere, and
+exceeds ``|x|`` by less than ``ε² / (2|x|)`` away from it: 1.7e-5 at a white-matter FLAIR signal
+of 0.03, where the earlier ``sqrt(x² + ε²) − ε`` was 0.001 (3 %) below ``|x|``. Set
 ``magnitude_eps=0`` for the exact ``|x|`` or ``magnitude=False`` for the signed real signal.
 
 Linearity in PD (``linear_parameters``, used by fits to solve PD in closed form): the signed
@@ -55,10 +57,10 @@ TensorLike = torch.Tensor | float | list[float] | tuple[float, ...]
 
 
 def smooth_abs(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sqrt(x² + eps²) − eps`` (``|x|`` for eps = 0): zero at 0, smooth, within eps of ``|x|``."""
+    """``sqrt(x² + eps²)`` (``|x|`` for eps = 0): smooth, eps at 0, within ``eps² / (2|x|)`` of ``|x|``."""
     if eps == 0:
         return x.abs()
-    return torch.sqrt(x * x + eps * eps) - eps
+    return torch.sqrt(x * x + eps * eps)
 
 
 class WeightedSignalModel(SignalModel):
