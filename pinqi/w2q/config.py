@@ -88,7 +88,8 @@ class W2QTrainConfig(ConfigMixin):
     ``loss_weights`` (PD, T1, T2) of the supervised L1; ``tv_weight``, ``pd_floor_weight``,
     ``pd_floor`` of the self-supervised loss; ``held_out`` the protocol band kept for validation;
     ``threads`` for ``torch.set_num_threads`` (0: leave it); ``init_from`` a checkpoint whose
-    matching weights initialise a fresh run; ``data_version`` the simulated data
+    matching weights initialise a fresh run (with its learned λ unless ``init_lambdas`` is False,
+    which restarts them at ``model.lambda_init``); ``data_version`` the simulated data
     (:func:`pinqi.w2q.protocols.data_settings`: 1 legacy ranges, map-mixed partial volumes and the
     wide tissue ranges; 2 clinical ranges with MP-RAGE, physical partial volumes, literature prior;
     3 as 2 with water-weighted relaxation-rate targets for mixed voxels).
@@ -120,6 +121,7 @@ class W2QTrainConfig(ConfigMixin):
     checkpoint_every: int = 50
     threads: int = 1
     init_from: str = ""
+    init_lambdas: bool = True
     seed: int = 0
     data_version: int = 1
 

@@ -108,10 +108,12 @@ class W2QTrainer(TrainerBase):
             self._initialise_from(Path(config.init_from))
 
     def _initialise_from(self, path: Path) -> None:
-        """Copy every weight of ``path``'s model whose name and shape match (e.g. a pretrained network)."""
+        """Copy every weight of ``path``'s model whose name and shape match (e.g. a pretrained network);
+        the learned λ only with ``config.init_lambdas``."""
         source = load_checkpoint(path, kind="w2q")["model"]
         own = self.model.state_dict()
-        matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+        matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape
+                   and (self.config.init_lambdas or k != "raw_lambda")}
         if not matched:
             raise ValueError(f"{path}: no weight matches this model; cannot initialise from it")
         self.model.load_state_dict(matched, strict=False)

@@ -345,6 +345,26 @@ def test_training_resume_and_trained_marker(tmp_path) -> None:
         W2QTrainer(config.replace(lr=1.0), tmp_path / "b", resume=True, progress=False)
 
 
+def test_init_from_copies_the_learned_lambdas_only_when_asked(tmp_path) -> None:
+    config = load_w2q_config("micro")
+    source = W2QTrainer(config, tmp_path / "src", progress=False)
+    source.run()
+    with torch.no_grad():
+        source.model.raw_lambda.add_(1.0)  # make the source's λ distinct from any fresh start
+    save = {"kind": "w2q", "config": json.dumps(config.to_dict()), "model": source.model.state_dict()}
+    from pinqi.common.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "src.pt", save)
+    fresh = W2QTrainer(config, tmp_path / "fresh", progress=False).model.raw_lambda.detach().clone()
+    kept = W2QTrainer(config.replace(init_from=str(tmp_path / "src.pt")), tmp_path / "k", progress=False)
+    reset = W2QTrainer(config.replace(init_from=str(tmp_path / "src.pt"), init_lambdas=False), tmp_path / "r",
+                       progress=False)
+    assert torch.equal(kept.model.raw_lambda, source.model.raw_lambda)
+    assert torch.equal(reset.model.raw_lambda, fresh)
+    name = next(k for k in source.model.state_dict() if k != "raw_lambda")
+    assert torch.equal(reset.model.state_dict()[name], source.model.state_dict()[name])
+
+
 def test_self_supervised_and_baseline_configs(tmp_path) -> None:
     config = load_w2q_config("micro", mode="self-supervised").replace(steps=1, pretrain_steps=1)
     trainer = W2QTrainer(config, tmp_path / "ss", progress=False)
