@@ -47,12 +47,12 @@ from torch.utils.data import default_collate
 
 from pinqi.cli.map import SHIPPED_WEIGHTS
 from pinqi.metrics import map_metrics, ssim
-from benchmarks import w2q_consistency
+from benchmarks import w2q_calibration, w2q_clinical, w2q_consistency
 from pinqi.w2q.data import build_dataset
 from pinqi.w2q.model import LOG_BOUNDS, W2Q, from_log_maps, to_log_maps
 from pinqi.w2q.protocols import PARAMETERS, data_settings
 from pinqi.w2q.signal import MultiContrastSignal
-from pinqi.w2q.training import load_w2q
+from pinqi.w2q.training import load_w2q, volume_divisors
 from simulation import load_anatomy
 from simulation.tissues import BRAIN_CLASSES, brain_mask
 from solvers import nonlinear_fit
@@ -94,8 +94,9 @@ def predict(model: W2Q, batch: dict[str, torch.Tensor], batch_size: int = 8,
         sl = slice(i, i + batch_size)
         started = time.perf_counter()
         scale = batch["scale"][sl] if known_scale else None
+        divisors = volume_divisors(model, {k: v[sl] for k, v in batch.items()})
         out = model(batch["images"][sl], batch["sequence_params"][sl], batch["sequence_types"][sl], batch["brain_mask"][sl],
-                    intensity_scale=scale)
+                    intensity_scale=scale, normalisers=divisors)
         seconds += time.perf_counter() - started
         preds.append(out.final)
     return torch.cat(preds), seconds / n
@@ -293,6 +294,22 @@ def train_missing(paths: dict[str, Path], preset: str = "cpu") -> None:
             raise SystemExit(f"training {name} wrote no checkpoint at {path}")
 
 
+def calibration_section(methods: dict, protocols: list, regions: dict, n_slices: int, size: int) -> list[str]:
+    """Part 3 (:mod:`benchmarks.w2q_calibration`): the ideal tissue calibration next to W2Q, at the
+    literature values and the prior's edges, and W2Q's per-slice white-matter T1."""
+    ideal = w2q_calibration.ideal_calibration(protocols, w2q_clinical.LITERATURE, n_slices, size)
+    if "summary" in regions.get("W2Q", {}):
+        ideal["W2Q"] = regions["W2Q"]["summary"]
+    edges: dict[str, dict] = {}
+    w2q = {n: m for n, m in methods.items() if n == "W2Q"}
+    for edge, which in (("lower edge", 0), ("upper edge", 1)):
+        exact = w2q_calibration.ideal_calibration(protocols, w2q_clinical._edge(which), n_slices, size)
+        edges[f"MAP from exact tissue signals, {edge}"] = exact["exact tissue signals"]
+        edges.update(w2q_calibration.edge_summaries(w2q, protocols, n_slices, size, edges=((edge, which),)))
+    slices = w2q_calibration.slice_dependence(methods["W2Q"][0], size=size) if "W2Q" in methods else []
+    return w2q_calibration.calibration_report(ideal, edges, slices)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--w2q", type=Path, default=SHIPPED_WEIGHTS)
@@ -319,6 +336,7 @@ def main(argv: list[str] | None = None) -> str:
     protocols, regions = w2q_consistency.clinical_consistency(methods, config, args.n_slices, args.n_protocols)
     ideal = w2q_consistency.ideal_reference()
     text = report(methods, test, references, protocols, regions, ideal, args)
+    text += "\n" + "\n".join(calibration_section(methods, protocols, regions, args.n_slices, config.image_size))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".md.tmp")

@@ -405,3 +405,55 @@ def test_fit_state_is_built_by_the_network() -> None:
     state = net.fit_state(p, residual, mask)
     assert state.shape == (2, net.fit_channels, 4, 4)
     torch.testing.assert_close(state[0, :3, 0, 0], torch.tensor([0.7, math.log(1.2), math.log(0.08 / FIT_STATE_T2_UNIT)]))
+
+
+def test_volume_normalisation_divides_every_slice_by_the_volume_percentile() -> None:
+    """``normalisation="volume"``: given divisors are used as they are; without them the batch is one
+    volume (:func:`volume_normalisers`); per-slice models keep each image's own percentile."""
+    from pinqi.w2q.scale import volume_normalisers
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 3, 16, 16, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 5.0]).view(3, 1, 1, 1)
+    mask = torch.ones(3, 16, 16, dtype=torch.bool)
+    mask[0, :8] = False
+    joint = volume_normalisers(images, mask)
+    expected = torch.stack([torch.quantile(images[:, c][mask], 0.95) for c in range(3)])
+    torch.testing.assert_close(joint, expected.expand(3, 3))
+    torch.testing.assert_close(volume_normalisers(images[:1], mask[:1]), normalise_images(images[:1], mask[:1])[1])
+    seq, types = _protocol(3, torch.float64)
+    model = W2Q(TINY.replace(normalisation="volume")).double()
+    with torch.no_grad():
+        given = torch.tensor([[2.0, 3.0, 4.0]], dtype=torch.float64).expand(3, 3)
+        out = model(images, seq, types, mask, normalisers=given)
+        torch.testing.assert_close(out.factors, given)
+        torch.testing.assert_close(model(images, seq, types, mask).factors, joint)
+        per_slice = W2Q(TINY).double()(images, seq, types, mask).factors
+    torch.testing.assert_close(per_slice, normalise_images(images, mask)[1])
+    for bad in (given[:, :2], -given):
+        with pytest.raises(ValueError, match="normalisers must be a positive tensor"):
+            model(images, seq, types, mask, normalisers=bad)
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        TINY.replace(normalisation="image")
+    with pytest.raises(ValueError, match="needs data_version 4"):
+        load_w2q_config("micro", model={"normalisation": "volume"})
+
+
+def test_map_volume_shares_the_divisor_across_slices_only_for_volume_models() -> None:
+    """``pinqi map`` with a volume-normalised model: brightening one slice changes the maps of the
+    others (their divisor is the volume's); with a per-slice model it does not."""
+    from pinqi.cli.map import map_volume
+
+    seq, types = _protocol(1)
+    maps = _maps(4, 16, torch.Generator().manual_seed(1))
+    volumes = MultiContrastSignal(seq.expand(4, 3, 4), types.expand(4, 3))(maps).transpose(0, 1).contiguous() * 50
+    mask = torch.ones(4, 16, 16, dtype=torch.bool)
+    brighter = volumes.clone()
+    brighter[:, 3] *= 3
+    available = torch.ones(3, dtype=torch.bool)
+    for normalisation, changes in (("slice", False), ("volume", True)):
+        torch.manual_seed(0)
+        model = W2Q(TINY.replace(normalisation=normalisation)).eval()
+        a = map_volume(model, 16, volumes, mask, seq[0], types[0], available, progress=False)
+        b = map_volume(model, 16, brighter, mask, seq[0], types[0], available, progress=False)
+        assert bool(torch.isfinite(a).all())
+        assert (not torch.allclose(a[:, :3], b[:, :3])) == changes
