@@ -1,6 +1,6 @@
 """W2Q benchmark on simulated test data with held-out protocols: ``python -m benchmarks.w2q``.
 
-Two parts, each for W2Q and its two baselines (the embedding network without the fit layer, and
+Three parts; the first two for W2Q and its two baselines (the embedding network without the fit layer, and
 a plain U-Net without sequence information), trained with ``pinqi train --task w2q`` (same preset,
 data stream and number of steps; ``--train-missing`` trains the baselines whose checkpoints are
 missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only override):
@@ -23,6 +23,9 @@ missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only overrid
    named clinical protocols of :mod:`benchmarks.w2q_clinical`, ROI means over pure WM/GM
    (fraction > 0.95) per protocol, their error, worst protocol, CV across protocols and the GM/WM
    PD ratio.
+3. **Where the errors come from** (:mod:`benchmarks.w2q_calibration`), for W2Q: the
+   tissue-calibration MAP from exact and from true-pure-pixel tissue signals next to W2Q, at the
+   literature values and at the prior's edges, and W2Q's pure-WM T1 per test slice.
 
 Targets (issue 15, judged in part 2): every protocol's pure-ROI mean within 5 % of the truth
 for T1 and 8 % for T2, GM/WM PD ratio within 4 %, CV of the ROI means across protocols < 1 %.
@@ -52,7 +55,7 @@ from pinqi.w2q.data import build_dataset
 from pinqi.w2q.model import LOG_BOUNDS, W2Q, from_log_maps, to_log_maps
 from pinqi.w2q.protocols import PARAMETERS, data_settings
 from pinqi.w2q.signal import MultiContrastSignal
-from pinqi.w2q.training import load_w2q, volume_divisors
+from pinqi.w2q.training import load_w2q
 from simulation import load_anatomy
 from simulation.tissues import BRAIN_CLASSES, brain_mask
 from solvers import nonlinear_fit
@@ -94,9 +97,8 @@ def predict(model: W2Q, batch: dict[str, torch.Tensor], batch_size: int = 8,
         sl = slice(i, i + batch_size)
         started = time.perf_counter()
         scale = batch["scale"][sl] if known_scale else None
-        divisors = volume_divisors(model, {k: v[sl] for k, v in batch.items()})
         out = model(batch["images"][sl], batch["sequence_params"][sl], batch["sequence_types"][sl], batch["brain_mask"][sl],
-                    intensity_scale=scale, normalisers=divisors)
+                    intensity_scale=scale)
         seconds += time.perf_counter() - started
         preds.append(out.final)
     return torch.cat(preds), seconds / n

@@ -210,19 +210,15 @@ def edge_summaries(methods: dict, protocols: Sequence[tuple], n_slices: int, siz
 def slice_dependence(model: torch.nn.Module, n_slices: int = 12, size: int = 64, entry: tuple | None = None,
                      seed: int = 0) -> list[tuple[int, int, float]]:
     """``(slice, pure WM pixels, mean T1 there [s])`` per MNI152 test slice, one protocol (default:
-    the first clinical one), literature values, one scale for the volume (and, for a model that
-    normalises by volume, the whole-brain divisors of :func:`benchmarks.w2q_clinical.volume_normalisers`)."""
+    the first clinical one), literature values, one scale for the volume."""
     entry = clinical.PROTOCOLS[0] if entry is None else entry
     model = copy.deepcopy(model).double()
     fr = clinical._fractions(n_slices, size)
     mask = fr.sum(1) >= 0.5
-    images, seq, types, _, scale = clinical._images(fr, clinical.LITERATURE, entry, True,
-                                                    torch.Generator().manual_seed(seed))
+    images, seq, types, _ = clinical._images(fr, clinical.LITERATURE, entry, True, torch.Generator().manual_seed(seed))
     b = images.shape[0]
-    divisors = clinical.volume_normalisers(model, clinical.LITERATURE, entry, scale, size)
     with torch.no_grad():
-        p = model(images, seq.expand(b, 3, 6), types.expand(b, 3), mask,
-                  normalisers=None if divisors is None else divisors.expand(b, 3)).final
+        p = model(images, seq.expand(b, 3, 6), types.expand(b, 3), mask).final
     pure = fr[:, 2] > 0.95
     return [(i, int(pure[i].sum()), float(p[i, 1][pure[i]].mean())) for i in range(b) if bool(pure[i].any())]
 

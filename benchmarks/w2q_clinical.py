@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from pinqi.cli.map import SHIPPED_WEIGHTS
-from pinqi.w2q.scale import volume_normalisers as volume_normalisers_of
 from pinqi.w2q.training import load_w2q
 from simulation import load_anatomy
 from simulation.protocol_ranges import SEQUENCE_TYPES
@@ -61,37 +60,14 @@ def _protocol(entry: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(rows, dtype=torch.float64), torch.tensor(types)
 
 
-def _fractions(n_slices: int, size: int, split: str = "test") -> torch.Tensor:
-    """``(S, 3, size, size)`` (csf, gm, wm) fractions of ``n_slices`` MNI152 slices of ``split``
-    (all of them for ``n_slices`` = 0), area-resampled."""
-    a = load_anatomy("mni152", split)
-    idx = torch.linspace(0, a.n_slices - 1, n_slices).round().long() if n_slices else torch.arange(a.n_slices)
+def _fractions(n_slices: int, size: int) -> torch.Tensor:
+    """``(S, 3, size, size)`` (csf, gm, wm) fractions of MNI152 test slices, area-resampled."""
+    a = load_anatomy("mni152", "test")
+    idx = torch.linspace(0, a.n_slices - 1, n_slices).round().long()
     f = a.fractions[:, idx].transpose(0, 1).double()  # (S, K, Y, X)
     n = max(f.shape[-2:])
     f = F.pad(f, (0, n - f.shape[-1], 0, n - f.shape[-2]))
     return F.interpolate(f, size=(size, size), mode="area")
-
-
-def _brain_fractions(size: int) -> torch.Tensor:
-    """Every MNI152 slice of every split (the whole brain in the template's tissue range), as
-    :func:`_fractions`."""
-    return torch.cat([_fractions(0, size, split) for split in ("train", "val", "test")])
-
-
-def volume_normalisers(model: torch.nn.Module, values: dict[str, tuple[float, float, float]], entry: tuple,
-                       scale: torch.Tensor, size: int) -> torch.Tensor | None:
-    """``(1, 3)`` divisors for a model with ``normalisation`` "volume": each contrast's 95th percentile
-    over the brain of the whole MNI152 volume imaged like the test slices (noise-free; the test
-    slices are part of that volume); None for per-slice models."""
-    if getattr(model.config, "normalisation", "slice") != "volume":
-        return None
-    fr = _brain_fractions(size)
-    seq, types = _protocol(entry)
-    v = torch.tensor([values[c] for c in ("csf", "gm", "wm")], dtype=torch.float64)
-    one = torch.ones_like(fr[:, :1])
-    clean = sum(fr[:, k : k + 1] * WeightedImageDataset.signal(torch.cat([x * one for x in v[k, [2, 0, 1]]], 1), seq, types)
-                for k in range(3))
-    return volume_normalisers_of(clean.abs() * scale[..., None, None], fr.sum(1) >= 0.5)[:1]
 
 
 def _maps(fr: torch.Tensor, values: dict[str, tuple[float, float, float]]) -> torch.Tensor:
@@ -120,7 +96,7 @@ def _images(fr: torch.Tensor, values: dict[str, tuple[float, float, float]], ent
     sigma = 0.005 * level * scale
     noise = torch.randn(2, *clean.shape, generator=g, dtype=torch.float64) * sigma[..., None, None]
     images = torch.hypot(clean * scale[..., None, None] + noise[0], noise[1])
-    return images, seq, types, maps, scale
+    return images, seq, types, maps
 
 
 def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, values: dict, seed: int = 0,
@@ -153,13 +129,11 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
     out: dict = {"protocols": {}}
     g = torch.Generator().manual_seed(seed)
     for entry in protocols:
-        images, seq, types, maps, scale = _images(fr, values, entry, physical, g)
+        images, seq, types, maps = _images(fr, values, entry, physical, g)
         b = images.shape[0]
-        divisors = volume_normalisers(model, values, entry, scale, size)
         try:
             with torch.no_grad():
-                p = model(images, seq.expand(b, 3, 6), types.expand(b, 3), mask,
-                          normalisers=None if divisors is None else divisors.expand(b, 3)).final
+                p = model(images, seq.expand(b, 3, 6), types.expand(b, 3), mask).final
         except ValueError as error:
             out["protocols"][entry[0]] = {"refused": str(error)}
             continue

@@ -41,13 +41,6 @@ Image formation, per contrast ``c``
     whatever the contrast's signal level). The magnitude of a complex Gaussian-noisy signal is
     Rician distributed.
 
-Volume reference (``volume_reference``)
-    ``volume_factor`` ``(3,)``: the 95th percentile (:data:`VOLUME_PERCENTILE`) of each contrast's
-    noise-free signal ``s_c b_c |q_c|`` over the brain pixels of all slices of the anatomy, imaged
-    like the sample. Dividing a slice by it normalises it the way a whole volume normalises each
-    of its slices, whatever the slice holds (a per-slice percentile is the white-matter level in a
-    slice full of white matter and something else in a slice with little).
-
 Targets
     ``params`` = (PD, T1 [s], T2 [s]) without bias, scale or noise. T1 and T2 each get their own
     smooth polynomial factor (``AugmentationConfig.t1_degree`` / ``t1_max_rel``). Background:
@@ -62,17 +55,13 @@ import torch
 from torch.utils.data import Dataset
 
 from .anatomy import Anatomy, resolve_anatomy
-from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp, warp_linear_maps
+from .augmentation import AugmentationConfig, output_size, random_affine, random_smooth_fields, warp_linear_maps
 from .protocol_ranges import CONTRASTS, SEQUENCE_TYPES, ProtocolRanges, Range
 from .mprage import MPRAGE
 from .t1_dataset import sample_seed
 from .tissues import BRAIN_CLASSES, TissueRange, map_weights, sample_tissue_values
 
-__all__ = ["ProtocolRanges", "WeightedImageDataset", "SEQUENCE_TYPES", "CONTRASTS", "VOLUME_PERCENTILE",
-           "water_weighted_relaxation"]
-
-#: The quantile of a volume's brain signal that normalises its slices (``volume_reference``).
-VOLUME_PERCENTILE: float = 0.95
+__all__ = ["ProtocolRanges", "WeightedImageDataset", "SEQUENCE_TYPES", "CONTRASTS", "water_weighted_relaxation"]
 
 def water_weighted_relaxation(
     values: torch.Tensor, fractions: torch.Tensor, t1_fallback: torch.Tensor, t2_fallback: torch.Tensor,
@@ -123,8 +112,6 @@ class WeightedImageDataset(Dataset):
     relaxation_targets
         ``"fractions"`` (default) or ``"water_rates"`` (module docstring): how the T1/T2 targets of
         partial-volume pixels are defined.
-    volume_reference
-        Also return ``volume_factor`` (module docstring), about 10 ms per sample at 64².
     tissue_ranges
         Per-class value ranges (default :data:`~simulation.tissues.TISSUE_RANGES`; W2Q trains on
         :data:`~simulation.tissues.W2Q_TISSUE_PRIOR`).
@@ -157,7 +144,6 @@ class WeightedImageDataset(Dataset):
         protocols: ProtocolRanges | None = None,
         partial_volume: str = "signal",
         relaxation_targets: str = "fractions",
-        volume_reference: bool = False,
         tissue_ranges: dict[str, TissueRange] | None = None,
         augmentation: AugmentationConfig | None = None,
         fov_mm: float | None = None,
@@ -185,7 +171,6 @@ class WeightedImageDataset(Dataset):
             raise ValueError(f"relaxation_targets must be 'fractions' or 'water_rates'; got {relaxation_targets!r}")
         self.relaxation_targets = relaxation_targets
         self.tissue_ranges = tissue_ranges
-        self.volume_reference = bool(volume_reference)
 
     def __len__(self) -> int:
         return self.length
@@ -288,7 +273,7 @@ class WeightedImageDataset(Dataset):
         sigma = sigma_rel * level * scale
         noise = torch.randn(2, 3, *self.image_size, generator=g, dtype=self.dtype) * sigma[:, None, None]
         images = torch.hypot(signal + noise[0], noise[1])
-        out = {
+        return {
             "images": images,
             "sequence_params": seq.to(self.dtype),
             "sequence_types": types,
@@ -301,34 +286,6 @@ class WeightedImageDataset(Dataset):
             "bias": bias,
             "slice_index": torch.tensor(n, dtype=torch.long),
         }
-        if self.volume_reference:
-            out["volume_factor"] = self.volume_factor(values, theta, fields, seq, types) * scale
-        return out
-
-    def volume_factor(self, values: torch.Tensor, theta: torch.Tensor, fields: torch.Tensor, seq: torch.Tensor,
-                      types: torch.Tensor, stride: int = 3) -> torch.Tensor:
-        """``(3,)`` the :data:`VOLUME_PERCENTILE` of ``b_c |q_c|`` over the brain pixels of the
-        anatomy's slices, imaged like the sample (same tissue values, geometry, bias fields and
-        protocol; physical partial volumes; no scale, no noise): the divisor a whole volume gives all
-        of its slices (module docstring). For speed every ``stride``-th slice counts and the small
-        smooth T1/T2 factors are left out (each tissue has its own value); about 10 ms at 64²."""
-        a = self.anatomy
-        k = a.fractions.shape[0]
-        ny, nx = self.image_size
-        if getattr(self, "_volume_cache", (None,))[0] != stride:
-            self._volume_cache = (stride, a.fractions[:, ::stride].reshape(-1, *a.shape).contiguous())
-        frac = self._volume_cache[1]
-        n_slices = frac.shape[0] // k
-        frac = warp(frac, theta, self.image_size).clamp(0, 1).reshape(k, -1)
-        t1, t2, pd = values.to(self.dtype).unbind(-1)
-        pure = self.signal(torch.stack([pd, t1, t2], 1)[..., None, None], seq, types)[..., 0, 0]  # (K, 3)
-        brain = frac.sum(0) >= 0.5
-        if not bool(brain.any()):
-            return torch.ones(3, dtype=self.dtype)
-        bias = fields[2:].exp().to(self.dtype).reshape(3, 1, ny * nx).expand(3, n_slices, ny * nx).reshape(3, -1)
-        signal = (pure.T.to(self.dtype) @ frac.to(self.dtype))[:, brain].abs() * bias[:, brain]
-        rank = max(1, min(signal.shape[-1], math.ceil(VOLUME_PERCENTILE * signal.shape[-1])))
-        return signal.kthvalue(rank, dim=-1).values
 
     def tissue_signal_sum(self, values: torch.Tensor, fractions: torch.Tensor, rel_fields: torch.Tensor,
                           seq: torch.Tensor, types: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,6 @@ from simulation.sequence_checks import check_sequence
 from ..io.outputs import OutputSet, check_output_folder
 from ..w2q.model import W2Q
 from ..w2q.protocols import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, ProtocolRanges, trained_ranges
-from ..w2q.scale import volume_normalisers
 from ..w2q.training import load_w2q
 
 __all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "outside_training", "load_volumes", "load_map_model",
@@ -319,15 +318,6 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
     nz, nf = volumes.shape[1], protocols.shape[-1]
     out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
     todo = [z for z in range(nz) if bool(mask[z].any())]
-    by_volume = model.config.normalisation == "volume"
-    if by_volume and todo:  # one divisor per contrast for every slice: the whole volume's, on both grids
-        all_small, _ = _to_grid(volumes[:, todo].transpose(0, 1).contiguous(), image_size, "bilinear")
-        all_mask, _ = _to_grid(mask[todo][:, None].float(), image_size, "bilinear")
-        available_images = torch.where(available[None, :, None, None], all_small, torch.zeros(()))
-        small_divisors = volume_normalisers(available_images, all_mask[:, 0] > 0.5, model.config.percentile)[:1]
-        full = torch.where(available[None, :, None, None], volumes[:, todo].transpose(0, 1), torch.zeros(()))
-        native_divisors = volume_normalisers(full, mask[todo], model.config.percentile)[:1]
-        del full
     bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
     for start in range(0, len(todo), batch_size):
         zs = todo[start : start + batch_size]
@@ -338,14 +328,13 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
         small, info = _to_grid(imgs, image_size, "bilinear")
         small_mask, _ = _to_grid(msk[:, None].float(), image_size, "bilinear")
         with torch.no_grad():
-            p_small = model(small, seq, typ, small_mask[:, 0] > 0.5, av,
-                            normalisers=small_divisors.expand(b, 3) if by_volume else None).final
+            p_small = model(small, seq, typ, small_mask[:, 0] > 0.5, av).final
             native = info[2] == image_size and info[:2] == (image_size, image_size)
             if native and not return_std:
                 p = p_small
             else:
                 p, s = model.refit(imgs, seq, typ, msk, p_small if native else _from_grid(p_small, info), av,
-                                   return_std=True, normalisers=native_divisors.expand(b, 3) if by_volume else None)
+                                   return_std=True)
                 std[:, zs] = (s * msk[:, None]).transpose(0, 1)
         out[:, zs] = (p * msk[:, None]).transpose(0, 1)
         bar.update(b)

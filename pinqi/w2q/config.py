@@ -18,8 +18,6 @@ from .protocols import DATA_VERSIONS
 
 __all__ = ["W2QConfig", "W2QTrainConfig", "MODEL_TYPES", "PRESETS", "load_w2q_config"]
 
-#: How W2Q divides its input images (:attr:`W2QConfig.normalisation`).
-NORMALISATIONS: tuple[str, ...] = ("slice", "volume")
 MODEL_TYPES: dict[str, dict[str, Any]] = {"w2q": {}, "embedding": {"n_iterations": 0},
                                           "unet": {"network": "plain", "n_iterations": 0}}
 
@@ -51,12 +49,6 @@ class W2QConfig(ConfigMixin):
         0: one global scale per contrast (as the issue specifies). > 0: additionally a smooth
         relative receive field per contrast, a polynomial of this degree fitted in closed form
         (:func:`pinqi.w2q_scale.fit_smooth_field`) — for images with bias fields.
-    normalisation : "slice" | "volume"
-        What the input images are divided by: each slice's own 95th percentile in the brain
-        ("slice"), or the one of the whole volume the slice belongs to ("volume"; training data
-        version 4 provides it, ``W2Q.forward(normalisers=...)`` takes it, and without it the batch
-        is taken as one volume). A per-slice divisor is the white-matter level of a slice full of
-        white matter and something else in a slice with little, which the network has to undo.
     """
 
     network: str = "embedding"
@@ -74,11 +66,8 @@ class W2QConfig(ConfigMixin):
     wm_fraction: float = 0.25
     field_degree: int = 0
     protocol_version: int = 1
-    normalisation: str = "slice"
 
     def __post_init__(self) -> None:
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}; got {self.normalisation!r}")
         if self.protocol_version not in (1, 2):
             raise ValueError(f"protocol_version must be 1 or 2; got {self.protocol_version}")
         if self.network not in ("embedding", "plain"):
@@ -103,8 +92,7 @@ class W2QTrainConfig(ConfigMixin):
     which restarts them at ``model.lambda_init``); ``data_version`` the simulated data
     (:func:`pinqi.w2q.protocols.data_settings`: 1 legacy ranges, map-mixed partial volumes and the
     wide tissue ranges; 2 clinical ranges with MP-RAGE, physical partial volumes, literature prior;
-    3 as 2 with water-weighted relaxation-rate targets for mixed voxels; 4 as 3 with each sample's
-    volume divisors, for models with ``normalisation`` "volume").
+    3 as 2 with water-weighted relaxation-rate targets for mixed voxels).
     """
 
     model: W2QConfig = field(default_factory=W2QConfig)
@@ -138,9 +126,6 @@ class W2QTrainConfig(ConfigMixin):
     data_version: int = 1
 
     def __post_init__(self) -> None:
-        if self.model.normalisation == "volume" and self.data_version < 4:
-            raise ValueError(f"a model with normalisation 'volume' needs data_version 4 (its volume divisors); "
-                             f"got data_version {self.data_version}")
         if self.data_version not in DATA_VERSIONS or (self.data_version >= 2 and self.model.network != "plain"
                                                       and self.model.protocol_version < 2):
             raise ValueError(f"data_version must be one of {DATA_VERSIONS}, and data with MP-RAGE (2, 3) needs "

@@ -4,9 +4,7 @@ Pipeline of :meth:`W2Q.forward` for images ``y`` ``(B, T, Y, X)`` (T = 3 slots: 
 FLAIR; any non-empty subset *available*), each with its protocol (TR, TE, TI, FA, sequence type):
 
 1. **Normalise** (:func:`pinqi.w2q.scale.normalise_images`): ``ỹ_c = y_c / m_c``, ``m_c`` the 95th
-   percentile in the brain: of the image itself (``normalisation`` "slice"), or of the whole volume
-   the slice belongs to ("volume", :func:`pinqi.w2q.scale.volume_normalisers`). Unavailable
-   contrasts are zeroed before the network sees them.
+   percentile in the brain. Unavailable contrasts are zeroed before the network sees them.
 2. **Network** (:class:`pinqi.w2q.networks.W2QNet`): per-contrast encoders FiLM-conditioned on a
    protocol embedding at every level, fused over the available contrasts, decoded to
    ``p_reg⁰ = (PD, T1, T2)``.
@@ -45,7 +43,7 @@ from ..common.bounded import inverse_softplus
 from .config import W2QConfig
 from .networks import MAP_LOWER, MAP_UPPER, PlainUNet, W2QNet
 from .protocols import CONTRASTS, check_protocol
-from .scale import fit_scale, fit_smooth_field, normalise_images, volume_normalisers, white_matter_reference
+from .scale import fit_scale, fit_smooth_field, normalise_images, white_matter_reference
 from .signal import N_PROTOCOL_FEATURES, MultiContrastSignal, protocol_features
 from .uncertainty import fit_uncertainty
 
@@ -191,7 +189,6 @@ class W2Q(nn.Module):
         available: torch.Tensor | None = None,
         n_iterations: int | None = None,
         intensity_scale: torch.Tensor | None = None,
-        normalisers: torch.Tensor | None = None,
     ) -> W2QOutput:
         """Maps from weighted images.
 
@@ -215,11 +212,6 @@ class W2Q(nn.Module):
             ``(B, 3)`` known global intensity of each contrast (image = scale · q(PD, T1, T2)), e.g.
             from a calibrated scanner; the fits then use it instead of the closed-form scale.
             Default None: unknown.
-        normalisers
-            ``(B, 3)`` positive divisors of the images, for a model with ``normalisation``
-            "volume": the 95th percentile of each contrast over the brain of the whole volume each
-            slice comes from (:func:`pinqi.w2q.scale.volume_normalisers`). Default None: for
-            "volume" the batch is taken as one volume, for "slice" each image's own percentile.
 
         Returns
         -------
@@ -238,7 +230,7 @@ class W2Q(nn.Module):
         mask = F.pad(brain_mask.to(torch.bool), pad)
         seq = sequence_params.to(dtype)
         signal = MultiContrastSignal(seq, sequence_types)
-        normalised, factors = self._normalise(images, mask, normalisers)
+        normalised, factors = normalise_images(images, mask, cfg.percentile)
         if intensity_scale is not None:
             if not isinstance(intensity_scale, torch.Tensor) or intensity_scale.shape != factors.shape \
                     or not bool((intensity_scale > 0).all()):
@@ -291,7 +283,6 @@ class W2Q(nn.Module):
         p_reg: torch.Tensor,
         available: torch.Tensor | None = None,
         return_std: bool = False,
-        normalisers: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """One fit layer (last λ) around given maps, at the images' own resolution.
 
@@ -300,34 +291,18 @@ class W2Q(nn.Module):
         the written maps are consistent with the native inputs. Returns ``(B, 3, Y, X)``, and with
         ``return_std`` also their per-pixel standard deviations ``(B, 3, Y, X)`` (PD, T1 [s], T2 [s])
         from the curvature of the fit objective (:func:`pinqi.w2q.uncertainty.fit_uncertainty`).
-        ``normalisers`` as in :meth:`forward` (of the native images).
         """
         available = self._validate(images, sequence_params, sequence_types, brain_mask, available)
         cfg, dtype = self.config, self.raw_lambda.dtype
         images = torch.where(available[..., None, None], images.to(dtype), 0.0)
         mask, p_reg = brain_mask.to(torch.bool), p_reg.to(dtype)
         signal = MultiContrastSignal(sequence_params.to(dtype), sequence_types)
-        normalised, _ = self._normalise(images, mask, normalisers)
+        normalised, _ = normalise_images(images, mask, cfg.percentile)
         reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
         scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
         weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
         return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1],
                          return_std=return_std)
-
-    def _normalise(self, images: torch.Tensor, mask: torch.Tensor,
-                   normalisers: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images divided per the model's ``normalisation`` (:meth:`forward`), and the divisors ``(B, T)``."""
-        cfg = self.config
-        if normalisers is None:
-            if cfg.normalisation == "slice":
-                return normalise_images(images, mask, cfg.percentile)
-            normalisers = volume_normalisers(images, mask, cfg.percentile)
-        if not isinstance(normalisers, torch.Tensor) or normalisers.shape != images.shape[:2] \
-                or not bool((normalisers > 0).all()):
-            got = tuple(normalisers.shape) if isinstance(normalisers, torch.Tensor) else type(normalisers).__name__
-            raise ValueError(f"normalisers must be a positive tensor (B, T) = {tuple(images.shape[:2])}; got {got}")
-        factors = normalisers.to(images.dtype)
-        return images / factors[..., None, None], factors
 
     def _intensity(self, q: torch.Tensor, normalised: torch.Tensor, mask: torch.Tensor,
                    reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,9 +14,7 @@ map-mixed partial volumes and :data:`simulation.tissues.TISSUE_RANGES`; 2: clini
 MP-RAGE, physical partial volumes and the literature prior :data:`simulation.tissues.
 W2Q_TISSUE_PRIOR`; 3: as 2 with the T1/T2 targets of mixed voxels defined as water-weighted
 relaxation rates (``relaxation_targets="water_rates"`` of :class:`simulation.WeightedImageDataset`),
-which is what their physical signals encode; 4: as 3 with each sample's volume divisors
-(``volume_reference=True``: the 95th percentile of every contrast over the whole simulated
-volume), for models that normalise by volume (:func:`data_settings`).
+which is what their physical signals encode (:func:`data_settings`).
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ DEFAULT_PROTOCOL: tuple[tuple[float, ...], ...] = (
 )
 DEFAULT_TYPES: tuple[int, ...] = (0, 0, 2)
 #: The simulated-data versions (:func:`data_settings`).
-DATA_VERSIONS: tuple[int, ...] = (1, 2, 3, 4)
+DATA_VERSIONS: tuple[int, ...] = (1, 2, 3)
 
 
 def trained_ranges(data_version: int) -> ProtocolRanges:
@@ -60,8 +58,7 @@ def data_settings(data_version: int) -> dict[str, Any]:
     if data_version == 1:
         return {"protocols": LEGACY_PROTOCOL_RANGES, "partial_volume": "maps", "tissue_ranges": None}
     return {"protocols": trained_ranges(data_version), "partial_volume": "signal", "tissue_ranges": W2Q_TISSUE_PRIOR,
-            "relaxation_targets": "water_rates" if data_version >= 3 else "fractions",
-            "volume_reference": data_version >= 4}
+            "relaxation_targets": "water_rates" if data_version >= 3 else "fractions"}
 
 
 def check_protocol(sequence_params: torch.Tensor, sequence_types: torch.Tensor) -> None:

@@ -34,7 +34,6 @@ __all__ = [
     "WM_REFERENCE",
     "WM_PD_RANGE",
     "normalise_images",
-    "volume_normalisers",
     "fit_scale",
     "white_matter_reference",
 ]
@@ -95,22 +94,6 @@ def normalise_images(
     factors = torch.nanquantile(values, percentile, dim=-1)
     factors = torch.where(factors > 0, factors, torch.ones_like(factors))
     return images / factors[..., None, None], factors
-
-
-def volume_normalisers(images: torch.Tensor, mask: torch.Tensor, percentile: float = 0.95) -> torch.Tensor:
-    """The divisors of :func:`normalise_images` for a batch that is one volume: each contrast's
-    ``percentile`` over the brain pixels of *all* samples, ``(B, T)`` (the same row for every
-    sample; 1 where a contrast is zero in the whole mask)."""
-    _check_images("images", images)
-    if not 0 < percentile <= 1:
-        raise ValueError(f"percentile must be in (0, 1]; got {percentile}")
-    m = (_as_mask(mask, images) > 0)[:, 0]  # (B, Y, X)
-    if not bool(m.any()):
-        m = torch.ones_like(m)
-    values = images.detach().permute(1, 0, 2, 3)[:, m]  # (T, N)
-    factors = torch.quantile(values.double(), percentile, dim=-1).to(images.dtype)
-    factors = torch.where(factors > 0, factors, torch.ones_like(factors))
-    return factors.expand(images.shape[0], -1).clone()
 
 
 def fit_scale(

@@ -63,16 +63,6 @@ def build_w2q(config: W2QTrainConfig) -> W2Q:
     return seeded(config.seed, lambda: W2Q(config.model))
 
 
-def volume_divisors(model: W2Q, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The samples' volume divisors ``batch["volume_factor"]`` ``(B, 3)`` for a model that normalises by
-    volume (the samples of a batch come from different volumes); None for per-slice normalisation."""
-    if model.config.normalisation != "volume":
-        return None
-    if "volume_factor" not in batch:
-        raise ValueError("a model with normalisation 'volume' needs samples with 'volume_factor' (data_version 4)")
-    return batch["volume_factor"]
-
-
 @torch.no_grad()
 def evaluate(model: W2Q, samples: list[dict[str, torch.Tensor]], batch_size: int = 8) -> dict[str, dict[str, float]]:
     """:func:`map_metrics` of the model's final maps over ``samples`` (all contrasts available)."""
@@ -80,8 +70,7 @@ def evaluate(model: W2Q, samples: list[dict[str, torch.Tensor]], batch_size: int
     preds, targets, masks = [], [], []
     for i in range(0, len(samples), batch_size):
         b = default_collate(samples[i : i + batch_size])
-        out = model(b["images"], b["sequence_params"], b["sequence_types"], b["brain_mask"],
-                    normalisers=volume_divisors(model, b))
+        out = model(b["images"], b["sequence_params"], b["sequence_types"], b["brain_mask"])
         preds.append(out.final)
         targets.append(b["params"])
         masks.append(b["brain_mask"])
@@ -140,7 +129,7 @@ class W2QTrainer(TrainerBase):
     def loss(self, step: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         iterations = 0 if step < self.config.pretrain_steps else None
         out = self.model(batch["images"], batch["sequence_params"], batch["sequence_types"], batch["brain_mask"],
-                         batch["available"], n_iterations=iterations, normalisers=volume_divisors(self.model, batch))
+                         batch["available"], n_iterations=iterations)
         if self.config.mode == "supervised":
             return supervised_loss(out, batch["params"], batch["brain_mask"], self.config)
         return self_supervised_loss(self.model, out, self.config)

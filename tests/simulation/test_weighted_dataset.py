@@ -205,34 +205,3 @@ def test_targets_within_tissue_ranges(anatomy):
         assert float(t1[b].min()) >= t1_lo - 1e-4 and float(t1[b].max()) <= t1_hi + 1e-4
         assert float(t2[b].min()) >= t2_lo * 0.5 and float(t2[b].max()) <= t2_hi + 1e-4
         assert float(pd.min()) >= 0 and float(pd.max()) <= 1.0 + 1e-6
-
-
-def test_volume_factor_is_the_percentile_of_the_whole_volume():
-    """With one slice the volume is the slice: the divisor is the noise-free image's own 95th
-    percentile in the brain. With several, it is shared: the same whatever slice is drawn."""
-    aug = AugmentationConfig(t1_max_rel=0.0)  # the divisor leaves the small T1/T2 factors out
-    one = load_anatomy("phantom", "train", shape=(32, 32), n_slices=1)
-    ds = WeightedImageDataset(one, length=3, seed=2, image_size=32, augmentation=aug, volume_reference=True,
-                              protocols=ProtocolRanges(noise_rel=(0.0, 0.0)), dtype=torch.float64)
-    for i in range(3):
-        s = ds[i]
-        mask = s["brain_mask"]
-        expected = torch.quantile(s["images"][:, mask], 0.95, dim=-1)
-        torch.testing.assert_close(s["volume_factor"], expected, rtol=2e-2, atol=0)  # kth value vs interpolated quantile
-    many = load_anatomy("phantom", "train", shape=(32, 32), n_slices=6)
-    ds = WeightedImageDataset(many, length=1, seed=3, image_size=32, augmentation=AugmentationConfig(geometric=False,
-                              t1_max_rel=0.0, bias_max_log=0.0), volume_reference=True, dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
-    values = torch.tensor([[1.3, 0.09, 0.8], [0.85, 0.07, 0.7], [4.0, 1.8, 1.0]] + [[1.0, 0.1, 0.5]] * (len(many.class_names) - 3),
-                          dtype=torch.float64)
-    seq, types = ds.draw_protocol(g)
-    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
-    fields = torch.zeros(5, 32, 32, dtype=torch.float64)
-    factor = ds.volume_factor(values, theta, fields, seq, types, stride=1)
-    per_slice = []
-    for n in range(many.n_slices):
-        clean = ds.tissue_signal_sum(values, many.fractions[:, n], fields[:2], seq, types).abs()
-        brain = many.fractions[:, n].sum(0) >= 0.5
-        per_slice.append(clean[:, brain])
-    torch.testing.assert_close(factor, torch.quantile(torch.cat(per_slice, 1), 0.95, dim=-1), rtol=2e-2, atol=0)
-    assert "volume_factor" not in WeightedImageDataset(many, length=1, image_size=32)[0]
