@@ -68,7 +68,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PINQI (or W2Q with --task w2q)")
     p.add_argument("--task", default="pinqi", choices=["pinqi", "w2q"], help="which model")
-    p.add_argument("--preset", default="cpu", help="cpu | ship | gpu | paper | micro (PINQI); W2Q: cpu | paper | micro")
+    p.add_argument("--preset", default="cpu", help="cpu | ship | gpu | paper | micro (PINQI); W2Q: cpu | ship | gpu | paper | micro")
     p.add_argument("--config", type=Path, default=None, help="JSON file of overrides, e.g. {\"steps\": 100, \"model\": {...}}")
     p.add_argument("--mode", default="supervised", choices=["supervised", "self-supervised"], help="W2Q only")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<task>-<preset>)")
