@@ -305,7 +305,7 @@ def calibration_section(methods: dict, protocols: list, regions: dict, n_slices:
     edges: dict[str, dict] = {}
     w2q = {n: m for n, m in methods.items() if n == "W2Q"}
     for edge, which in (("lower edge", 0), ("upper edge", 1)):
-        exact = w2q_calibration.ideal_calibration(protocols, w2q_clinical._edge(which), n_slices, size)
+        exact = w2q_calibration.ideal_calibration(protocols, w2q_clinical._edge(which), n_slices, size, pure_pixels=False)
         edges[f"MAP from exact tissue signals, {edge}"] = exact["exact tissue signals"]
         edges.update(w2q_calibration.edge_summaries(w2q, protocols, n_slices, size, edges=((edge, which),)))
     slices = w2q_calibration.slice_dependence(methods["W2Q"][0], size=size) if "W2Q" in methods else []

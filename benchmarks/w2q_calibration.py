@@ -154,11 +154,6 @@ def _values_tensor(values: dict[str, tuple[float, float, float]]) -> torch.Tenso
     return torch.tensor([[values[c][2], values[c][0], values[c][1]] for c in CALIBRATION_CLASSES], dtype=torch.float64)
 
 
-def _tissue_signals(seq: torch.Tensor, types: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``(K, T)`` noise-free signals of tissues ``v`` ``(K, 3)`` for one protocol."""
-    return MultiContrastSignal(seq[None], types[None])(v.T[None, :, :, None])[0, :, :, 0].T
-
-
 def _roi_row(v: torch.Tensor) -> dict[str, float]:
     """ROI-mean keys of :func:`benchmarks.w2q_clinical.run` from tissue values ``(K, 3)``."""
     index = {c: i for i, c in enumerate(CALIBRATION_CLASSES)}
@@ -170,28 +165,32 @@ def _truth(values: dict[str, tuple[float, float, float]]) -> dict[str, float]:
 
 
 def ideal_calibration(protocols: Sequence[tuple], values: dict[str, tuple[float, float, float]], n_slices: int,
-                      size: int = 64, seed: int = 0) -> dict[str, dict]:
-    """Summaries (:func:`benchmarks.w2q_clinical.summarise`) of the MAP from exact tissue signals and
-    from the true pure pixels' medians, over ``protocols``."""
+                      size: int = 64, seed: int = 0, pure_pixels: bool = True) -> dict[str, dict]:
+    """Summaries (:func:`benchmarks.w2q_clinical.summarise`) over ``protocols`` of the MAP from the
+    exact tissue signals and (``pure_pixels``) from the true pure pixels' medians."""
     v = _values_tensor(values)
     fr = clinical._fractions(n_slices, size)  # (S, 3, Y, X) csf, gm, wm = CALIBRATION_CLASSES
     pure = fr > 0.95
+    present = pure.flatten(2).any(-1).any(0)[None]  # (1, K): tissues with a pure pixel in some slice
+    every = torch.ones(1, 3, dtype=torch.bool)
     g = torch.Generator().manual_seed(seed)
     exact, pixels = [], []
     for entry in protocols:
         seq, types = clinical._protocol(entry)
         signal = MultiContrastSignal(seq[None], types[None])
-        m = _tissue_signals(seq, types, v)[None]  # (1, K, T)
-        ones = torch.ones(1, 3, dtype=torch.bool)
-        exact.append(_roi_row(solve_tissue_map(m, torch.ones(1, 3, dtype=torch.bool), ones, signal)[1][0]))
+        m = signal(v.T[None, :, :, None])[..., 0].transpose(1, 2)  # (1, K, T) noise-free tissue signals
+        exact.append(_roi_row(solve_tissue_map(m, every, every, signal)[1][0]))
+        if not pure_pixels:
+            continue
         images = clinical._images(fr, values, entry, True, g)[0]  # (S, T, Y, X), one scale for the volume
-        present = pure.flatten(2).any(-1).any(0)[None]  # (1, K): tissues with a pure pixel in some slice
         medians = torch.stack([images.permute(1, 0, 2, 3)[:, pure[:, k]].median(-1).values if bool(present[0, k])
                                else torch.zeros(3, dtype=images.dtype) for k in range(3)])[None]
-        pixels.append(_roi_row(solve_tissue_map(medians, present, ones, signal)[1][0]))
+        pixels.append(_roi_row(solve_tissue_map(medians, present, every, signal)[1][0]))
     truth = _truth(values)
-    return {"exact tissue signals": clinical.summarise(exact, truth),
-            "true pure pixels (fraction > 0.95)": clinical.summarise(pixels, truth)}
+    out = {"exact tissue signals": clinical.summarise(exact, truth)}
+    if pure_pixels:
+        out["true pure pixels (fraction > 0.95)"] = clinical.summarise(pixels, truth)
+    return out
 
 
 def edge_summaries(methods: dict, protocols: Sequence[tuple], n_slices: int, size: int = 64,
