@@ -308,8 +308,12 @@ def calibration_section(methods: dict, protocols: list, regions: dict, n_slices:
         exact = w2q_calibration.ideal_calibration(protocols, w2q_clinical._edge(which), n_slices, size, pure_pixels=False)
         edges[f"MAP from exact tissue signals, {edge}"] = exact["exact tissue signals"]
         edges.update(w2q_calibration.edge_summaries(w2q, protocols, n_slices, size, edges=((edge, which),)))
-    slices = w2q_calibration.slice_dependence(methods["W2Q"][0], size=size) if "W2Q" in methods else []
-    return w2q_calibration.calibration_report(ideal, edges, slices)
+    slices, generator = [], None
+    if "W2Q" in methods:
+        model, info = methods["W2Q"]
+        slices = w2q_calibration.slice_dependence(model, size=size)
+        generator = w2q_calibration.generator_bias(model, info["config"])
+    return w2q_calibration.calibration_report(ideal, edges, slices, generator)
 
 
 def main(argv: list[str] | None = None) -> str:
