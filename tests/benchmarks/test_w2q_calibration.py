@@ -66,7 +66,7 @@ def test_slice_dependence_reports_every_slice_with_white_matter() -> None:
     model = W2Q(W2QConfig(n_iterations=1, features=(8, 16), embed_dim=8, group_size=4, fit_max_iter=2,
                           protocol_version=2))
     rows = slice_dependence(model, n_slices=3, size=32)
-    assert rows and all(n > 0 and t1 > 0 for _, n, t1 in rows)
+    assert rows and all(n > 0 and t1 > 0 and 0.5 < ideal < 1.5 for _, n, t1, ideal in rows)
 
 
 def test_generator_bias_of_a_constant_map() -> None:
