@@ -47,7 +47,7 @@ from pinqi.w2q.data import BandedProtocolDataset
 from pinqi.w2q.protocols import data_settings
 from pinqi.w2q.signal import MultiContrastSignal
 from simulation import load_anatomy
-from simulation.tissues import BRAIN_CLASSES, W2Q_TISSUE_PRIOR, TissueRange
+from simulation.tissues import BRAIN_CLASSES, PARAMETERS, W2Q_TISSUE_PRIOR, TissueRange, _ranges_tensor
 
 #: The tissues of the calibration MAP, in this order (that of :func:`benchmarks.w2q_clinical._fractions`).
 CALIBRATION_CLASSES: tuple[str, ...] = ("csf", "gm", "wm")
@@ -57,11 +57,8 @@ ROI_COLUMNS = tuple(f"{c} {p}" for c in ("wm", "gm") for p in ("t1", "t2", "pd")
 def _log_prior(names: Sequence[str], prior: dict[str, TissueRange], dtype: torch.dtype,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(K, 3)`` means and standard deviations of ln (PD, T1, T2) matching uniform ranges."""
-    unknown = [n for n in names if n not in prior]
-    if unknown:
-        raise ValueError(f"no prior ranges for classes {unknown}; known classes are {sorted(prior)}")
-    lo = torch.tensor([[prior[n].pd[0], prior[n].t1[0], prior[n].t2[0]] for n in names], dtype=dtype, device=device)
-    hi = torch.tensor([[prior[n].pd[1], prior[n].t1[1], prior[n].t2[1]] for n in names], dtype=dtype, device=device)
+    ranges = _ranges_tensor(list(names), prior)[:, [PARAMETERS.index(p) for p in ("pd", "t1", "t2")]]  # (K, 3, 2)
+    lo, hi = ranges.to(dtype=dtype, device=device).unbind(-1)
     if not bool((lo > 0).all() and (hi > lo).all()):
         raise ValueError("prior ranges must be positive intervals (low < high)")
     mean = (lo.log() + hi.log()) / 2
@@ -165,8 +162,12 @@ def _roi_row(v: torch.Tensor) -> dict[str, float]:
     return {f"{c} {n}": float(v[index[c], j]) for c in ("wm", "gm") for j, n in enumerate(("pd", "t1", "t2"))}
 
 
-def _truth(values: dict[str, tuple[float, float, float]]) -> dict[str, float]:
-    return {f"{c} {n}": values[c][j] for c in ("wm", "gm") for n, j in (("pd", 2), ("t1", 0), ("t2", 1))}
+def _pure_medians(images: torch.Tensor, pure: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``(1, K, T)`` medians of ``images`` ``(S, T, Y, X)`` over the pure pixels ``pure`` ``(S, K, Y, X)``
+    of all slices, for the tissues ``present`` ``(K,)`` (zeros for the others)."""
+    pooled = images.permute(1, 0, 2, 3)  # (T, S, Y, X)
+    return torch.stack([pooled[:, pure[:, k]].median(-1).values if bool(present[k])
+                        else images.new_zeros(images.shape[1]) for k in range(pure.shape[1])])[None]
 
 
 def ideal_calibration(protocols: Sequence[tuple], values: dict[str, tuple[float, float, float]], n_slices: int,
@@ -188,10 +189,8 @@ def ideal_calibration(protocols: Sequence[tuple], values: dict[str, tuple[float,
         if not pure_pixels:
             continue
         images = clinical._images(fr, values, entry, True, g)[0]  # (S, T, Y, X), one scale for the volume
-        medians = torch.stack([images.permute(1, 0, 2, 3)[:, pure[:, k]].median(-1).values if bool(present[0, k])
-                               else torch.zeros(3, dtype=images.dtype) for k in range(3)])[None]
-        pixels.append(_roi_row(solve_tissue_map(medians, present, every, signal)[1][0]))
-    truth = _truth(values)
+        pixels.append(_roi_row(solve_tissue_map(_pure_medians(images, pure, present[0]), present, every, signal)[1][0]))
+    truth = clinical.tissue_truth(values)
     out = {"exact tissue signals": clinical.summarise(exact, truth)}
     if pure_pixels:
         out["true pure pixels (fraction > 0.95)"] = clinical.summarise(pixels, truth)
@@ -233,8 +232,7 @@ def slice_dependence(model: torch.nn.Module, n_slices: int = 12, size: int = 64,
         if not bool(pure[i, wm].any()):
             continue
         present = (pure[i].flatten(1).sum(-1) >= 3)[None]
-        medians = torch.stack([images[i][:, pure[i, k]].median(-1).values if bool(present[0, k])
-                               else torch.zeros(3, dtype=images.dtype) for k in range(3)])[None]
+        medians = _pure_medians(images[i : i + 1], pure[i : i + 1], present[0])
         ideal = solve_tissue_map(medians, present, torch.ones(1, 3, dtype=torch.bool), signal)[1][0, wm, 1]
         rows.append((i, int(pure[i, wm].sum()), float(p[i, 1][pure[i, wm]].mean()), float(ideal)))
     return rows

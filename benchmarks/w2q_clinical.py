@@ -144,7 +144,7 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
     done = [r for r in out["protocols"].values() if "refused" not in r]
     maps = _maps(fr, values)
     if physical:  # the tissues' own values
-        truth = {f"{c} {n}": values[c][j] for c in ("wm", "gm") for n, j in (("pd", 2), ("t1", 0), ("t2", 1))}
+        truth = tissue_truth(values)
     else:  # what the images were made from: the ROI mean of the fraction-weighted maps
         truth = {f"{c} {n}": float(maps[:, i][pure[c]].mean()) for c in ("wm", "gm") for i, n in enumerate(("pd", "t1", "t2"))}
     out["roi"] = {c: {**{f"{k} fraction": float(fr[:, j][pure[c]].mean()) for j, k in enumerate(("csf", "gm", "wm"))},
@@ -153,6 +153,11 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
     if done:
         out["summary"] = summarise(done, truth)
     return out
+
+
+def tissue_truth(values: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+    """The ROI keys of :func:`run` (``"wm t1"`` ...) with the tissues' own values ``{tissue: (T1, T2, PD)}``."""
+    return {f"{c} {n}": values[c][j] for c in ("wm", "gm") for n, j in (("pd", 2), ("t1", 0), ("t2", 1))}
 
 
 def summarise(rows: Sequence[dict[str, float]], truth: dict[str, float]) -> dict[str, dict[str, float]]:
