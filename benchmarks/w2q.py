@@ -23,9 +23,14 @@ missing, with the ``cpu`` preset and ``{"model_type": ...}`` as the only overrid
    named clinical protocols of :mod:`benchmarks.w2q_clinical`, ROI means over pure WM/GM
    (fraction > 0.95) per protocol, their error, worst protocol, CV across protocols and the GM/WM
    PD ratio.
-3. **Where the errors come from** (:mod:`benchmarks.w2q_calibration`), for W2Q: the
-   tissue-calibration MAP from exact and from true-pure-pixel tissue signals next to W2Q, at the
-   literature values and at the prior's edges, and W2Q's pure-WM T1 per test slice.
+3. **Where the errors come from** (:mod:`benchmarks.w2q_calibration`), for W2Q and W2Q with the
+   tissue calibration: the tissue-calibration MAP from exact and from true-pure-pixel tissue
+   signals next to them, at the literature values, at the prior's edges and for other tissue
+   values, and W2Q's pure-WM T1 per test slice.
+
+Parts 1 and 2 also run the shipped weights with the tissue calibration of ``pinqi map``
+(:mod:`pinqi.w2q.calibration`; row "W2Q + tissue calibration"): on the test set each sample is
+calibrated on its own slice, in part 2 the 4 slices of a protocol form one volume.
 
 Targets (issue 15, judged in part 2): every protocol's pure-ROI mean within 5 % of the truth
 for T1 and 8 % for T2, GM/WM PD ratio within 4 %, CV of the ROI means across protocols < 1 %.
@@ -65,6 +70,8 @@ RESULTS = Path(__file__).parent / "results" / "w2q.md"
 #: "psnr" is no target any more; ``benchmarks.w2q_scale_bound`` still counts its draws above that line.
 TARGETS = {"mpe": {"t1": 5.0, "t2": 8.0, "pd": 4.0}, "psnr": 36.0}
 NAMES = {"pd": "PD", "t1": "T1", "t2": "T2"}
+#: The shipped W2Q with the tissue calibration (:mod:`pinqi.w2q.calibration`; ``pinqi map``'s default).
+CALIBRATED = "W2Q + tissue calibration"
 
 
 def load_methods(paths: dict[str, Path]) -> dict[str, tuple[W2Q, dict]]:
@@ -300,10 +307,11 @@ def calibration_section(methods: dict, protocols: list, regions: dict, n_slices:
     """Part 3 (:mod:`benchmarks.w2q_calibration`): the ideal tissue calibration next to W2Q, at the
     literature values and the prior's edges, and W2Q's per-slice white-matter T1."""
     ideal = w2q_calibration.ideal_calibration(protocols, w2q_clinical.LITERATURE, n_slices, size)
-    if "summary" in regions.get("W2Q", {}):
-        ideal["W2Q"] = regions["W2Q"]["summary"]
+    for name in ("W2Q", CALIBRATED):
+        if "summary" in regions.get(name, {}):
+            ideal[name] = regions[name]["summary"]
     edges: dict[str, dict] = {}
-    w2q = {n: m for n, m in methods.items() if n == "W2Q"}
+    w2q = {n: m for n, m in methods.items() if n in ("W2Q", CALIBRATED)}
     for edge, which in (("lower edge", 0), ("upper edge", 1)):
         exact = w2q_calibration.ideal_calibration(protocols, w2q_clinical._edge(which), n_slices, size, pure_pixels=False)
         edges[f"MAP from exact tissue signals, {edge}"] = exact["exact tissue signals"]
@@ -313,7 +321,8 @@ def calibration_section(methods: dict, protocols: list, regions: dict, n_slices:
         model, info = methods["W2Q"]
         slices = w2q_calibration.slice_dependence(model, size=size)
         generator = w2q_calibration.generator_bias(model, info["config"])
-    return w2q_calibration.calibration_report(ideal, edges, slices, generator)
+    others = w2q_calibration.value_sets(w2q, protocols, n_slices, size)
+    return w2q_calibration.calibration_report(ideal, edges, slices, generator, others)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -337,6 +346,10 @@ def main(argv: list[str] | None = None) -> str:
     methods = load_methods(paths)
     if not methods:
         raise SystemExit("no checkpoints to evaluate")
+    if "W2Q" in methods:  # the same weights with the tissue calibration of pinqi map's default
+        model, info = methods["W2Q"]
+        methods = {"W2Q": methods["W2Q"], CALIBRATED: (w2q_calibration.TissueCalibrated(model), info),
+                   **{n: m for n, m in methods.items() if n != "W2Q"}}
     config = next(iter(methods.values()))[1]["config"]
     test, references = test_set_metrics(methods, config, args.n_test)
     protocols, regions = w2q_consistency.clinical_consistency(methods, config, args.n_slices, args.n_protocols)

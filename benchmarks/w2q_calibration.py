@@ -27,128 +27,95 @@ and CSF value at the lower, then the upper edge of the prior.
 slice, and on its own training generator per slice and pixel-weighted. The network calibrates
 every slice on its own, and its error depends on what the slice holds.
 
-A pipeline that segments the network's maps, solves this MAP and re-centres the maps on it (an
-opt-in W2Q "tissue calibration") was built and measured on 2026-12-03; it was worse than the
-network alone on the test set (T2 MAPE 12.1 vs 6.6 %) and at the prior's edges, so it was not
-merged (branch ``experiment/w2q-tissue-calibration``).
+**The product's calibration** (:mod:`pinqi.w2q.calibration`, ``pinqi map``'s default) uses this MAP
+on the pure CSF and WM that the network segments in the whole volume; :class:`TissueCalibrated`
+runs it in the benchmark (row "W2Q + tissue calibration" of parts 1 and 2, and here at the prior's
+edges and for the :data:`OTHER_VALUES`, :func:`value_sets`). An earlier variant that also used grey
+matter and re-centred inside the iterations was worse (GM T2 +8.7 %; branch
+``experiment/w2q-tissue-calibration``).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from benchmarks import w2q_clinical as clinical
+from pinqi.w2q.calibration import CALIBRATION_CLASSES, calibrated_forward, solve_tissue_map
 from pinqi.w2q.data import BandedProtocolDataset
+from pinqi.w2q.model import W2Q
 from pinqi.w2q.protocols import data_settings
 from pinqi.w2q.signal import MultiContrastSignal
 from simulation import load_anatomy
-from simulation.tissues import BRAIN_CLASSES, PARAMETERS, W2Q_TISSUE_PRIOR, TissueRange, _ranges_tensor
+from simulation.tissues import BRAIN_CLASSES, W2Q_TISSUE_PRIOR, TissueRange
 
-#: The tissues of the calibration MAP, in this order (that of :func:`benchmarks.w2q_clinical._fractions`).
-CALIBRATION_CLASSES: tuple[str, ...] = ("csf", "gm", "wm")
 ROI_COLUMNS = tuple(f"{c} {p}" for c in ("wm", "gm") for p in ("t1", "t2", "pd"))
+#: Tissue values {tissue: (T1 [s], T2 [s], PD)} other than the benchmark's literature set, for the
+#: calibration's behaviour off the prior's centre: values like Wansapura et al. 1999 (3 T; GM T2
+#: just above the prior's range), and a set in the prior's range but away from its centre.
+OTHER_VALUES: dict[str, dict[str, tuple[float, float, float]]] = {
+    "Wansapura-like (WM 0.83 s / 80 ms, GM 1.33 s / 105 ms)":
+        {"csf": (4.3, 2.0, 1.0), "gm": (1.33, 0.105, 0.80), "wm": (0.83, 0.080, 0.69)},
+    "off-centre (WM 1.0 s / 65 ms, GM 1.5 s / 85 ms)":
+        {"csf": (3.6, 1.6, 0.95), "gm": (1.5, 0.085, 0.84), "wm": (1.0, 0.065, 0.66)},
+}
 
 
-def _log_prior(names: Sequence[str], prior: dict[str, TissueRange], dtype: torch.dtype,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K, 3)`` means and standard deviations of ln (PD, T1, T2) matching uniform ranges."""
-    ranges = _ranges_tensor(list(names), prior)[:, [PARAMETERS.index(p) for p in ("pd", "t1", "t2")]]  # (K, 3, 2)
-    lo, hi = ranges.to(dtype=dtype, device=device).unbind(-1)
-    if not bool((lo > 0).all() and (hi > lo).all()):
-        raise ValueError("prior ranges must be positive intervals (low < high)")
-    mean = (lo.log() + hi.log()) / 2
-    std = (hi.log() - lo.log()) / (2 * math.sqrt(3.0))
-    return mean, std
+class TissueCalibrated(torch.nn.Module):
+    """W2Q with the tissue calibration (:func:`pinqi.w2q.calibration.calibrated_forward`) for the benchmark.
 
-
-def solve_tissue_map(
-    signals: torch.Tensor,
-    present: torch.Tensor,
-    available: torch.Tensor,
-    signal: Callable[[torch.Tensor], torch.Tensor],
-    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR,
-    names: Sequence[str] = CALIBRATION_CLASSES,
-    noise: float = 0.01,
-    contamination: float = 0.02,
-    shared: bool = False,
-    max_iter: int = 200,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MAP scales and tissue values from tissue signals (module docstring); no gradient.
-
-    Parameters
-    ----------
-    signals
-        ``(B, K, T)`` tissue signals ``m_kc`` (any positive units).
-    present
-        ``(B, K)`` bool: tissues whose signals count (the others follow the prior).
-    available
-        ``(B, T)`` bool: contrasts whose signals count.
-    signal
-        ``q``: ``(B, 3, Y, X) -> (B, T, Y, X)``, the per-contrast signal models of the protocol.
-    prior, names, noise, contamination, shared, max_iter
-        ``prior`` uniform tissue ranges whose log-normal match is the prior; ``names`` the tissues
-        (keys of ``prior``); ``noise`` and ``contamination`` the tolerance of a tissue signal (module
-        docstring); ``shared`` one problem for all samples (their rows must then be alike);
-        ``max_iter`` L-BFGS iterations.
-
-    Returns
-    -------
-    scales : ``(B, T)`` float64, ``signals ≈ scales · q(values)``.
-    values : ``(B, K, 3)`` float64 (PD, T1 [s], T2 [s]).
+    Called like :class:`pinqi.w2q.model.W2Q`. Samples that share protocol, sequence types and
+    availability are treated as the slices of one volume (the pure-ROI test's 4 slices); the test
+    set's samples, each with its own protocol, are calibrated one by one. A given
+    ``intensity_scale`` bypasses the calibration.
     """
-    if signals.ndim != 3:
-        raise ValueError(f"signals must have shape (B, K, T); got {tuple(signals.shape)}")
-    b, k, t = signals.shape
-    if present.shape != (b, k) or available.shape != (b, t):
-        raise ValueError(f"present must be (B, K) = {(b, k)} and available (B, T) = {(b, t)}; "
-                         f"got {tuple(present.shape)} and {tuple(available.shape)}")
-    if len(names) != k:
-        raise ValueError(f"names must name the K = {k} tissues; got {list(names)}")
-    if not noise > 0 or contamination < 0:
-        raise ValueError(f"need noise > 0 and contamination >= 0; got {noise}, {contamination}")
-    dtype, device = torch.float64, signals.device
-    mean, std = _log_prior(names, prior, dtype, device)
-    signals = signals.detach().to(dtype)
-    with torch.no_grad():
-        use = (present[:, :, None] & available[:, None, :]).to(dtype)  # (B, K, T)
-        level = (signals.abs() * use).sum(1) / use.sum(1).clamp_min(1)  # (B, T)
-        level = torch.where(level > 0, level, torch.ones_like(level))
-        # a "pure" pixel may hide a share `contamination` of the brightest other tissue
-        others = torch.stack([(signals.abs() * use).index_fill(1, torch.tensor([j], device=device), 0).amax(1)
-                              for j in range(k)], 1)  # (B, K, T)
-        sigma = torch.sqrt((noise * level[:, None, :]) ** 2 + (contamination * others) ** 2)
 
-    def tissue_signals(log_v: torch.Tensor) -> torch.Tensor:  # (B, K, 3) -> (B, K, T)
-        maps = log_v.exp().permute(0, 2, 1)[..., None]  # (B, 3, K, 1)
-        return signal(maps).to(dtype)[..., 0].permute(0, 2, 1)
+    def __init__(self, model: W2Q) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
 
-    groups = 1 if shared else b  # independent problems: one per sample, or one for the volume
-    with torch.enable_grad():
-        with torch.no_grad():
-            q0 = tissue_signals(mean.expand(b, k, 3))
-            ratio = torch.where((use > 0) & (q0 > 0) & (signals > 0), signals / q0.clamp_min(1e-12), torch.nan)
-            a0 = torch.nanmedian(ratio, dim=1).values[:groups]
-            a0 = torch.where(torch.isfinite(a0) & (a0 > 0), a0, torch.ones_like(a0))
-        log_v = mean.expand(groups, k, 3).clone().requires_grad_(True)
-        log_a = a0.log().clone().requires_grad_(True)
-        optimiser = torch.optim.LBFGS([log_v, log_a], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
-                                      history_size=20, line_search_fn="strong_wolfe")
+    def forward(self, images: torch.Tensor, sequence_params: torch.Tensor, sequence_types: torch.Tensor,
+                brain_mask: torch.Tensor, available: torch.Tensor | None = None,
+                intensity_scale: torch.Tensor | None = None) -> Any:
+        if intensity_scale is not None:
+            return self.model(images, sequence_params, sequence_types, brain_mask, available,
+                              intensity_scale=intensity_scale)
+        b = images.shape[0]
+        av = torch.ones(b, images.shape[1], dtype=torch.bool) if available is None else available
+        keys = [(tuple(sequence_params[i].flatten().tolist()), tuple(sequence_types[i].tolist()),
+                 tuple(av[i].tolist())) for i in range(b)]
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        final = None
+        for members in groups.values():
+            idx = torch.tensor(members)
+            out, _ = calibrated_forward(self.model, images[idx], sequence_params[idx], sequence_types[idx],
+                                        brain_mask[idx], av[idx])
+            final = out.final.new_zeros(b, *out.final.shape[1:]) if final is None else final
+            final[idx] = out.final
+        return SimpleNamespace(final=final)
 
-        def closure() -> torch.Tensor:
-            optimiser.zero_grad()
-            model = log_a.exp().expand(b, t)[:, None, :] * tissue_signals(log_v.expand(b, k, 3))
-            residual = use * (model - signals) / sigma
-            loss = 0.5 * residual.square().sum() * groups / b + 0.5 * ((log_v - mean) / std).square().sum()
-            loss.backward()
-            return loss
 
-        optimiser.step(closure)
-    return log_a.detach().exp().expand(b, t).clone(), log_v.detach().exp().expand(b, k, 3).clone()
+def value_sets(methods: dict, protocols: Sequence[tuple], n_slices: int, size: int = 64,
+               values: dict[str, dict[str, tuple[float, float, float]]] = OTHER_VALUES) -> dict[str, dict]:
+    """``{f"{method}, {set}": summary}`` of :func:`benchmarks.w2q_clinical.run` for other tissue
+    values, with the MAP from the exact tissue signals (:func:`ideal_calibration`) as the reference."""
+    out = {}
+    for label, vals in values.items():
+        short = label.split(" (")[0]
+        out[f"MAP from exact tissue signals, {short}"] = ideal_calibration(protocols, vals, n_slices, size,
+                                                                           pure_pixels=False)["exact tissue signals"]
+        for name, (model, _) in methods.items():
+            result = clinical.run(model, n_slices, True, vals, protocols=protocols, size=size)
+            if "summary" in result:
+                out[f"{name}, {short}"] = result["summary"]
+    return out
 
 
 def _values_tensor(values: dict[str, tuple[float, float, float]]) -> torch.Tensor:
@@ -277,20 +244,26 @@ def summary_table(summaries: dict[str, dict]) -> list[str]:
 
 
 def calibration_report(ideal: dict[str, dict], edges: dict[str, dict], slices: list[tuple[int, int, float, float]],
-                       generator: dict[str, float] | None = None) -> list[str]:
+                       generator: dict[str, float] | None = None, others: dict[str, dict] | None = None) -> list[str]:
     """Markdown section of part 3."""
     lines = ["## Where the tissue-value errors come from", "",
              "See `benchmarks/w2q_calibration.py`. Cells: error of the mean across protocols [%] (worst protocol "
              "in brackets), on the protocols of the pure-ROI test.", "",
              "### What the prior leaves: the tissue-calibration MAP told the tissue signals", "",
              "`solve_tissue_map` (literature prior, scales unknown) from the exact pure-tissue "
-             "signals, and from the images' medians over the true pure pixels (fraction > 0.95); W2Q's own row "
+             "signals, and from the images' medians over the true pure pixels (fraction > 0.95); the W2Q rows "
              "from the pure-ROI test above:", ""]
     lines += summary_table(ideal) + [""]
     lines += ["### At the edges of the prior (every WM, GM and CSF value at its lower, then upper edge)", "",
               "The MAP from the exact tissue signals is a Bayesian reference: what this prior makes of the "
-              "pure-tissue signals themselves; W2Q next to it:", ""]
+              "pure-tissue signals themselves; W2Q and W2Q + tissue calibration next to it:", ""]
     lines += summary_table(edges) + [""]
+    if others:
+        lines += ["### Other tissue values", "",
+                  "Away from the literature set the prior pulls the calibration too; the MAP from the exact tissue "
+                  "signals is the reference for any calibration from pure-tissue signals (values: "
+                  + "; ".join(OTHER_VALUES) + "):", ""]
+        lines += summary_table(others) + [""]
     if slices:
         truth = clinical.LITERATURE["wm"][0]
         lines += ["### W2Q's pure-WM T1 per slice", "",

@@ -111,6 +111,9 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tr-exc-t1w", type=float, default=None, help="MP-RAGE T1w: readout spacing (RepetitionTimeExcitation) [s]")
     p.add_argument("--n-shots-t1w", type=int, default=None, help="MP-RAGE T1w: readouts per inversion (NumberShots)")
     p.add_argument("--strict", action="store_true", help="refuse protocols outside the model's training ranges")
+    p.add_argument("--calibrate", choices=["tissue", "none"], default="tissue",
+                   help="fix the unknown intensity scale of each contrast from the volume's pure CSF and WM with a "
+                        "literature prior (tissue), or leave it to the network (none); see pinqi.w2q.calibration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -18,6 +18,14 @@ Processing
     bar). Each slice is zero-padded to a square, resampled to the training grid of the checkpoint
     (e.g. 64 x 64), run through W2Q, and the maps are resampled back; a final fit layer at the
     native resolution (:meth:`pinqi.w2q.model.W2Q.refit`) makes them consistent with the native images.
+Intensity calibration (``--calibrate tissue``, the default)
+    Before that, the whole volume is segmented with the network's first maps, the unknown scale of
+    each contrast is solved from the pure CSF and WM pixels of all slices together with a
+    literature 3 T prior (:mod:`pinqi.w2q.calibration`), the network runs with those scales, and
+    the maps are re-centred so that pure CSF and WM take the calibrated values (grey matter keeps
+    the network's level). Without enough pure CSF or WM (fewer than 8 pixels each) it warns and
+    keeps the network's own calibration. ``--calibrate none``: the network alone. The sidecars
+    record which was used (``IntensityCalibration``).
 Outputs (qMRI-BIDS)
     ``<prefix>T1map.nii.gz`` and ``<prefix>T2map.nii.gz`` (seconds), ``<prefix>PDmap.nii.gz``
     (arbitrary units, white matter ≈ 0.7), each with a JSON sidecar (``Units``, provenance), in
@@ -52,8 +60,10 @@ from tqdm import tqdm
 from simulation.sequence_checks import check_sequence
 
 from ..io.outputs import OutputSet, check_output_folder
+from ..w2q.calibration import TissueCalibration, calibrate_tissues, segment_tissues, tissue_shift
 from ..w2q.model import W2Q
 from ..w2q.protocols import CONTRASTS, DEFAULT_PROTOCOL, DEFAULT_TYPES, SEQUENCE_TYPES, ProtocolRanges, trained_ranges
+from ..w2q.signal import MultiContrastSignal
 from ..w2q.training import load_w2q
 
 __all__ = ["SHIPPED_WEIGHTS", "Protocol", "read_protocol", "outside_training", "load_volumes", "load_map_model",
@@ -311,35 +321,103 @@ def _from_grid(x: torch.Tensor, info: tuple[int, int, int]) -> torch.Tensor:
 
 def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.Tensor, protocols: torch.Tensor,
                types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True,
-               return_std: bool = False) -> Any:
+               return_std: bool = False, calibrate: bool = True) -> Any:
     """Maps ``(3, Z, Y, X)`` of RAS-ordered slices ``volumes`` ``(3, Z, Y, X)`` (zeros for missing
     contrasts), ``mask`` ``(Z, Y, X)``, protocol ``(3, 6)`` (or ``(3, 4)``), types ``(3,)``,
-    availability ``(3,)``; with ``return_std`` also their standard deviations ``(3, Z, Y, X)``."""
+    availability ``(3,)``; with ``return_std`` also their standard deviations ``(3, Z, Y, X)``.
+
+    ``calibrate``: the tissue calibration of :mod:`pinqi.w2q.calibration` over the whole volume
+    (segment with the network's first maps, MAP of the scales from pure CSF and WM, the network
+    with those scales, re-centring); falls back to the network alone, with a warning, when the
+    volume has too few pure CSF or WM pixels. The calibration (or None) is logged and, with
+    ``return_std``, returned third.
+    """
     nz, nf = volumes.shape[1], protocols.shape[-1]
     out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
     todo = [z for z in range(nz) if bool(mask[z].any())]
-    bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
-    for start in range(0, len(todo), batch_size):
-        zs = todo[start : start + batch_size]
-        b = len(zs)
-        imgs = volumes[:, zs].transpose(0, 1).contiguous()  # (b, 3, Y, X)
-        msk = mask[zs]
-        seq, typ, av = protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
-        small, info = _to_grid(imgs, image_size, "bilinear")
-        small_mask, _ = _to_grid(msk[:, None].float(), image_size, "bilinear")
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+
+    def grid(zs: list[int]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+        small, info = _to_grid(volumes[:, zs].transpose(0, 1).contiguous(), image_size, "bilinear")
+        small_mask, _ = _to_grid(mask[zs][:, None].float(), image_size, "bilinear")
+        return small, small_mask[:, 0] > 0.5, info
+
+    def inputs(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
+
+    calibration, scales = None, None
+    if calibrate and todo:
         with torch.no_grad():
-            p_small = model(small, seq, typ, small_mask[:, 0] > 0.5, av).final
-            native = info[2] == image_size and info[:2] == (image_size, image_size)
+            firsts, smalls, masks = [], [], []
+            for zs in tqdm(batches, desc="W2Q calibration", disable=not progress, unit="batch"):
+                small, small_mask, _ = grid(zs)
+                firsts.append(model(small, *inputs(len(zs))[:2], small_mask, inputs(len(zs))[2], n_iterations=0).network[0])
+                smalls.append(small)
+                masks.append(small_mask)
+            weights, pure = segment_tissues(torch.cat(firsts), torch.cat(masks))
+            signal = MultiContrastSignal(protocols[None].to(torch.float64), types[None])
+            calibration = calibrate_tissues(torch.cat(smalls), pure, signal, available)
+        if calibration is None:
+            log.warning("tissue calibration skipped: fewer than 8 pure CSF or pure WM pixels in the volume; the maps "
+                        "carry the network's own intensity calibration (see pinqi.w2q.calibration)")
+        else:
+            scales = calibration.scales.to(torch.float32)
+            log.info("tissue calibration from %d pure CSF and %d pure WM pixels: WM T1 %.3f s, T2 %.1f ms, PD %.2f; "
+                     "CSF T1 %.2f s, T2 %.2f s", int(calibration.pixels[0]), int(calibration.pixels[2]),
+                     float(calibration.values[2, 1]), 1000 * float(calibration.values[2, 2]),
+                     float(calibration.values[2, 0]), float(calibration.values[0, 1]), float(calibration.values[0, 2]))
+    finals, infos = [], []
+    bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
+    for zs in batches:
+        small, small_mask, info = grid(zs)
+        b = len(zs)
+        known = None if scales is None else scales.expand(b, 3)
+        with torch.no_grad():
+            finals.append(model(small, *inputs(b)[:2], small_mask, inputs(b)[2], intensity_scale=known).final)
+        infos.append(info)
+        bar.update(b)
+    bar.close()
+    shift = None
+    if calibration is not None:
+        shift = tissue_shift(torch.cat(finals), weights, pure, calibration, torch.cat(masks))
+    for zs, p_small, info in zip(batches, finals, infos):
+        imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
+        b = len(zs)
+        native = info[2] == image_size and info[:2] == (image_size, image_size)
+        s = None
+        with torch.no_grad():
             if native and not return_std:
                 p = p_small
             else:
-                p, s = model.refit(imgs, seq, typ, msk, p_small if native else _from_grid(p_small, info), av,
-                                   return_std=True)
-                std[:, zs] = (s * msk[:, None]).transpose(0, 1)
+                p, s = model.refit(imgs, *inputs(b)[:2], msk, p_small if native else _from_grid(p_small, info),
+                                   inputs(b)[2], return_std=True,
+                                   intensity_scale=None if scales is None else scales.expand(b, 3))
+            if shift is not None:
+                moved = shift(p, msk)
+                if s is not None:
+                    s = s * moved / p.clamp_min(1e-12)  # a relative offset: the same relative uncertainty
+                p = moved
+        if s is not None:
+            std[:, zs] = (s * msk[:, None]).transpose(0, 1)
         out[:, zs] = (p * msk[:, None]).transpose(0, 1)
-        bar.update(b)
-    bar.close()
-    return (out, std) if return_std else out
+    if return_std:
+        return out, std, calibration
+    return out
+
+
+def _calibration_meta(requested: bool, calibration: TissueCalibration | None) -> dict[str, Any]:
+    """The sidecar's record of the intensity calibration."""
+    if not requested:
+        return {"Method": "none (--calibrate none): the network's own calibration"}
+    if calibration is None:
+        return {"Method": "none: too few pure CSF or WM pixels for the tissue calibration; the network's own"}
+    names = ("csf", "gm", "wm")
+    return {"Method": "tissue (pinqi.w2q.calibration): MAP of the per-contrast scales from pure CSF and WM, "
+                      "literature 3 T prior; maps re-centred on it, grey matter at the network's level",
+            "PurePixels": {n: int(calibration.pixels[k]) for k, n in enumerate(names) if n in calibration.calibrated},
+            "TissueValues": {n: {"PD": float(calibration.values[k, 0]), "T1": float(calibration.values[k, 1]),
+                                 "T2": float(calibration.values[k, 2])}
+                             for k, n in enumerate(names) if n in calibration.calibrated}}
 
 
 def _overrides(args: argparse.Namespace, contrast: str) -> dict[str, Any]:
@@ -418,8 +496,10 @@ def run_map(args: argparse.Namespace) -> dict[str, Path]:
             seq[i] = torch.tensor(protocols[c].as_row())
             types[i] = SEQUENCE_TYPES.index(protocols[c].kind)
             available[i] = True
-    maps, stds = map_volume(model, image_size, full, mask_t, seq, types, available,
-                            progress=not getattr(args, "no_progress", False), return_std=True)
+    calibrate = getattr(args, "calibrate", "tissue") == "tissue"
+    maps, stds, calibration = map_volume(model, image_size, full, mask_t, seq, types, available,
+                                         progress=not getattr(args, "no_progress", False), return_std=True,
+                                         calibrate=calibrate)
     inverse = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
 
     def to_array(v: torch.Tensor) -> np.ndarray:
@@ -438,7 +518,8 @@ def run_map(args: argparse.Namespace) -> dict[str, Path]:
             meta = {"Units": units, "EstimationMethod": "W2Q (pinqi): protocol-conditioned network + pixel-wise fit "
                     "of the weighted signal models", "BasedOn": [str(p) for p in paths.values() if p is not None],
                     "SequenceParameters": {c: p.__dict__ for c, p in protocols.items()},
-                    "TrainedSteps": int(payload.get("step", 0))}
+                    "TrainedSteps": int(payload.get("step", 0)),
+                    "IntensityCalibration": _calibration_meta(calibrate, calibration)}
             outputs.reserve(f"{prefix}{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
             _save_nifti(out_stds[i], ref, outputs.reserve(f"{prefix}desc-std_{name}.nii.gz"))
             std_meta = {"Units": units, "Description": f"per-pixel std of the {name}: fit curvature x residual noise "

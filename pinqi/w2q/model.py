@@ -56,6 +56,15 @@ LOG_BOUNDS = (
 )
 
 
+def _relative_scale(intensity_scale: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Known scales ``(B, T)`` in the images' units, checked, in units of the normalised images."""
+    if not isinstance(intensity_scale, torch.Tensor) or intensity_scale.shape != factors.shape \
+            or not bool((intensity_scale > 0).all()):
+        got = tuple(intensity_scale.shape) if isinstance(intensity_scale, torch.Tensor) else type(intensity_scale).__name__
+        raise ValueError(f"intensity_scale must be a positive tensor (B, T) = {tuple(factors.shape)}; got {got}")
+    return intensity_scale.to(factors.dtype) / factors
+
+
 def to_log_maps(p: torch.Tensor) -> torch.Tensor:
     """(PD, T1, T2) maps ``(B, 3, Y, X)`` -> the fit's unknowns (PD, ln T1, ln T2)."""
     return torch.cat([p[:, :1], p[:, 1:].log()], 1)
@@ -232,11 +241,7 @@ class W2Q(nn.Module):
         signal = MultiContrastSignal(seq, sequence_types)
         normalised, factors = normalise_images(images, mask, cfg.percentile)
         if intensity_scale is not None:
-            if not isinstance(intensity_scale, torch.Tensor) or intensity_scale.shape != factors.shape \
-                    or not bool((intensity_scale > 0).all()):
-                got = tuple(intensity_scale.shape) if isinstance(intensity_scale, torch.Tensor) else type(intensity_scale).__name__
-                raise ValueError(f"intensity_scale must be a positive tensor (B, T) = {tuple(factors.shape)}; got {got}")
-            intensity_scale = intensity_scale.to(dtype) / factors
+            intensity_scale = _relative_scale(intensity_scale, factors)
         shown = normalised * available[..., None, None]
         fused = None
         if cfg.network == "plain":
@@ -283,6 +288,7 @@ class W2Q(nn.Module):
         p_reg: torch.Tensor,
         available: torch.Tensor | None = None,
         return_std: bool = False,
+        intensity_scale: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """One fit layer (last λ) around given maps, at the images' own resolution.
 
@@ -291,15 +297,19 @@ class W2Q(nn.Module):
         the written maps are consistent with the native inputs. Returns ``(B, 3, Y, X)``, and with
         ``return_std`` also their per-pixel standard deviations ``(B, 3, Y, X)`` (PD, T1 [s], T2 [s])
         from the curvature of the fit objective (:func:`pinqi.w2q.uncertainty.fit_uncertainty`).
+        ``intensity_scale`` ``(B, T)``: known scales in the images' units, as in :meth:`forward`.
         """
         available = self._validate(images, sequence_params, sequence_types, brain_mask, available)
         cfg, dtype = self.config, self.raw_lambda.dtype
         images = torch.where(available[..., None, None], images.to(dtype), 0.0)
         mask, p_reg = brain_mask.to(torch.bool), p_reg.to(dtype)
         signal = MultiContrastSignal(sequence_params.to(dtype), sequence_types)
-        normalised, _ = normalise_images(images, mask, cfg.percentile)
-        reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
-        scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+        normalised, factors = normalise_images(images, mask, cfg.percentile)
+        if intensity_scale is None:
+            reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
+            scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
+        else:
+            scale, field = _relative_scale(intensity_scale, factors), torch.ones_like(normalised)
         weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
         return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1],
                          return_std=return_std)

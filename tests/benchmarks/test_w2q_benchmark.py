@@ -35,10 +35,10 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
     assert load_w2q(embedding)[1].model_type == "embedding"
     assert load_w2q(unet)[1].model_type == "unet"
     assert out.read_text() == text
-    for name in ("W2Q", "embedding net (no fit)", "plain U-Net"):
+    for name in ("W2Q", "W2Q + tissue calibration", "embedding net (no fit)", "plain U-Net"):
         assert f"| {name} |" in text
     results = json.loads(out.with_suffix(".json").read_text())
-    assert set(results["test"]) == {"W2Q", "embedding net (no fit)", "plain U-Net"}
+    assert set(results["test"]) == {"W2Q", "W2Q + tissue calibration", "embedding net (no fit)", "plain U-Net"}
     assert len(results["references"]) == 3 and "| pixel fit, true scale × bias (oracle) | T1 |" in text
     assert "| W2Q told the true global scales (oracle) | T1 |" in text and "Told the true scales, its MAPE" in text
     # no 36 dB target; the ideal estimator's figures next to the methods' PSNR and MAPE
@@ -51,7 +51,9 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
     for name, result in results["pure_roi"].items():
         assert list(result["protocols"]) == results["protocols"]
         assert [v["target"][:2] for v in results["targets"][name]] == ["T1", "T2", "GM", "CV"]
-    assert "### Targets" in text and "| target (issue 15) | W2Q | embedding net (no fit) | plain U-Net |" in text
+    assert "### Targets" in text and \
+        "| target (issue 15) | W2Q | W2Q + tissue calibration | embedding net (no fit) | plain U-Net |" in text
+    assert "### Other tissue values" in text and "| W2Q + tissue calibration, off-centre |" in text
     # a second run finds the checkpoints and trains nothing
     stamp = embedding.stat().st_mtime_ns
     bench.main(["--w2q", str(tmp_path / "w2q" / "checkpoint.pt"), "--embedding", str(embedding), "--unet", str(unet),

@@ -218,8 +218,8 @@ def test_mprage_from_bids_keys_warnings_and_strict(tmp_path: Path, tiny_checkpoi
     assert prot == Protocol(2.3, 0.003, 0.9, 9.0, "mprage", 0.007, 176.0)
     assert read_protocol("t1w", paths["T1w"], {"RepetitionTime": 2.0, "NumberShots": 160}).as_row() == \
         [2.0, 0.003, 0.9, 9.0, 0.007, 160.0]
-    with caplog.at_level("WARNING", logger="pinqi"):
-        run_map(_args(paths, tmp_path / "out", tiny_checkpoint))
+    with caplog.at_level("WARNING", logger="pinqi"):  # (an untrained network segments no tissue to calibrate on)
+        run_map(_args(paths, tmp_path / "out", tiny_checkpoint, calibrate="none"))
     assert not caplog.records
     slow = _write_inputs(tmp_path / "slow", dict(SIDECARS, T1w=dict(MPRAGE_SIDECAR, FlipAngle=15)))
     with caplog.at_level("WARNING", logger="pinqi"):
@@ -238,3 +238,40 @@ def test_shipped_weights_map_a_tiny_volume(tmp_path: Path) -> None:
     t1 = np.asarray(nib.load(str(tmp_path / "out" / "sub-01_T1map.nii.gz")).dataobj)
     _, mask = _volumes()
     assert np.isfinite(t1).all() and np.all((t1[mask] > 0.05) & (t1[mask] < 6.0))
+
+
+def test_shipped_weights_calibrate_a_brain_volume(tmp_path: Path) -> None:
+    """`pinqi map` on 4 MNI152 slices (64², 3.6 mm) with images from textbook spin-echo / FLAIR equations
+    (not W2Q's models) and unknown receiver gains: by default the tissue calibration runs (recorded in the
+    sidecar) and reads the pure-WM T1 within 5 % of 0.85 s; ``--calibrate none`` is the network alone."""
+    from tests.pinqi.w2q.test_calibration import _mni_fractions, _textbook_images
+
+    fr = _mni_fractions(4, 64)  # (S, K, Y, X) csf, gm, wm
+    images = _textbook_images(fr, torch.tensor([1.7, 0.6, 3.1], dtype=torch.float64), torch.Generator().manual_seed(2))
+    affine = np.diag([3.6, 3.6, 3.6, 1.0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sidecars = {"T1w": {"RepetitionTime": 0.55, "EchoTime": 0.012, "ScanningSequence": "SE", "SequenceType": "SE"},
+                "T2w": {"RepetitionTime": 5.0, "EchoTime": 0.11, "ScanningSequence": "SE"},
+                "FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12, "InversionTime": 2.4, "ScanningSequence": "SE_IR"}}
+    paths = {}
+
+    def to_array(v: torch.Tensor) -> np.ndarray:  # (S, Y, X) slices, Y anterior first -> RAS array (X, Y, Z)
+        return np.ascontiguousarray(np.flip(v.numpy(), axis=1).transpose(2, 1, 0)).astype(np.float32)
+
+    for i, name in enumerate(("T1w", "T2w", "FLAIR")):
+        paths[name] = folder / f"sub-02_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(to_array(images[:, i]), affine), str(paths[name]))
+        (folder / f"sub-02_{name}.json").write_text(json.dumps(sidecars[name]))
+    paths["mask"] = folder / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(to_array((fr.sum(1) >= 0.5).double()).astype(np.uint8), affine), str(paths["mask"]))
+    wm = to_array((fr[:, 2] > 0.95).double()) > 0.5
+    t1 = {}
+    for mode in ("tissue", "none"):
+        out = tmp_path / mode
+        run_map(_args(paths, out, None, calibrate=mode))
+        t1[mode] = float(np.asarray(nib.load(str(out / "sub-02_T1map.nii.gz")).dataobj)[wm].mean())
+        meta = json.loads((out / "sub-02_T1map.json").read_text())["IntensityCalibration"]
+        assert meta["Method"].startswith(mode)
+    assert abs(t1["tissue"] / 0.85 - 1) < 0.05 < abs(t1["none"] / 0.85 - 1), t1
+    assert meta == {"Method": "none (--calibrate none): the network's own calibration"}

@@ -1,0 +1,460 @@
+"""Physics calibration of W2Q's unknown per-contrast intensity scales from the tissues it segments.
+
+Each weighted image is known only up to a global scale ``a_c`` per contrast. Three contrasts
+(T1w, T2w, FLAIR) of a brain of CSF, GM and WM carry 9 pure-tissue signals ``m_kc`` for 9 tissue
+values ``v_k`` = (PD, T1, T2) and 3 scales: two degrees of freedom more than observations (PD and
+a common scale are interchangeable, and a second direction trades the scales against the tissue
+values). Partial volumes do not help (in a real voxel the tissue *signals* add). Only prior
+knowledge of tissue values fixes the rest. W2Q's network does this implicitly, slice by slice,
+and its answer depends on what the slice holds (``benchmarks/results/w2q.md``, part 3). This
+module does it explicitly, once per volume, on the two tissues that are cleanly segmented:
+
+1. **Segment** (:func:`segment_tissues`): unmix each pixel's relaxation rates (1/T1, 1/T2) of the
+   network's first maps into weights of CSF, GM and WM (:func:`unmix_tissues`, one set of tissue
+   points for all slices of the volume); a pixel is *pure* when its weight exceeds 0.9 and so do
+   those of its 8 neighbours (erosion keeps sulcal CSF and GM/WM borders out).
+2. **Calibrate** (:func:`calibrate_tissues`): the medians of every contrast over the pure CSF and
+   pure WM pixels of the whole volume, and the MAP (:func:`solve_tissue_map`) of the scales and
+   tissue values under the log-normal match of :data:`simulation.tissues.W2Q_TISSUE_PRIOR`
+   (literature 3 T values; sources there). Grey matter is left out: at 3–4 mm its "pure" pixels
+   hold ≈ 10 % CSF, which moves its signals (a long-TE T2w image shows CSF 15 times brighter).
+   No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM pixels.
+3. The network then runs with these scales as known intensities (``intensity_scale`` of
+   :meth:`pinqi.w2q.model.W2Q.forward`), and **re-centring** (:func:`tissue_shift`) moves the
+   output maps so that the medians over pure CSF and WM take the calibrated values while grey
+   matter keeps the network's level: a per-parameter offset in log space, a piecewise-linear
+   function of the pixel's ln T1 through the classes' median ln T1 (CSF and WM: their offsets,
+   GM: zero, held on a plateau from half-way to each neighbour), constant beyond the ends.
+
+:func:`calibrated_forward` runs the three steps on the slices of one volume; ``pinqi map`` does
+the same over a whole volume in batches (``--calibrate tissue``, the default).
+
+What it achieves (``python -m benchmarks.w2q``, pure-ROI test, 14 held-out and clinical
+protocols, 4 MNI152 test slices at 64²): see ``benchmarks/results/w2q.md``. Like any method that
+fixes the scales with a prior, it reads tissue values near the prior's centre accurately and is
+pulled towards the centre at its edges (there it follows the MAP from the exact tissue signals,
+the Bayesian reference, and can be worse than the network alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from simulation.tissues import PARAMETERS, W2Q_TISSUE_PRIOR, TissueRange, _ranges_tensor
+
+from .signal import MultiContrastSignal
+
+if TYPE_CHECKING:
+    from .model import W2Q, W2QOutput
+
+__all__ = ["CALIBRATION_CLASSES", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues",
+           "solve_tissue_map", "calibrate_tissues", "tissue_shift", "calibrated_forward"]
+
+#: The tissue classes, in this order.
+CALIBRATION_CLASSES: tuple[str, ...] = ("csf", "gm", "wm")
+#: The classes whose signals calibrate the scales (grey matter is left to the network).
+CALIBRATED: tuple[str, ...] = ("csf", "wm")
+
+
+def _log_prior(names: Sequence[str], prior: dict[str, TissueRange], dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K, 3)`` means and standard deviations of ln (PD, T1, T2) matching uniform ranges."""
+    ranges = _ranges_tensor(list(names), prior)[:, [PARAMETERS.index(p) for p in ("pd", "t1", "t2")]]  # (K, 3, 2)
+    lo, hi = ranges.to(dtype=dtype, device=device).unbind(-1)
+    if not bool((lo > 0).all() and (hi > lo).all()):
+        raise ValueError("prior ranges must be positive intervals (low < high)")
+    mean = (lo.log() + hi.log()) / 2
+    std = (hi.log() - lo.log()) / (2 * math.sqrt(3.0))
+    return mean, std
+
+
+def solve_tissue_map(
+    signals: torch.Tensor,
+    present: torch.Tensor,
+    available: torch.Tensor,
+    signal: Callable[[torch.Tensor], torch.Tensor],
+    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR,
+    names: Sequence[str] = CALIBRATION_CLASSES,
+    noise: float = 0.01,
+    contamination: float = 0.02,
+    shared: bool = False,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MAP scales and tissue values from tissue signals (step 3 of the module docstring); no gradient.
+
+    Parameters
+    ----------
+    signals
+        ``(B, K, T)`` tissue signals ``m_kc`` (any positive units).
+    present
+        ``(B, K)`` bool: tissues whose signals count (the others follow the prior).
+    available
+        ``(B, T)`` bool: contrasts whose signals count.
+    signal
+        ``q``: ``(B, 3, Y, X) -> (B, T, Y, X)``, the per-contrast signal models of the protocol.
+    prior, names, noise, contamination, shared, max_iter
+        ``prior`` uniform tissue ranges whose log-normal match is the prior; ``names`` the tissues
+        (keys of ``prior``); ``noise`` and ``contamination`` the tolerance of a tissue signal (module
+        docstring); ``shared`` one problem for all samples (their rows must then be alike);
+        ``max_iter`` L-BFGS iterations.
+
+    Returns
+    -------
+    scales : ``(B, T)`` float64, ``signals ≈ scales · q(values)``.
+    values : ``(B, K, 3)`` float64 (PD, T1 [s], T2 [s]).
+    """
+    if signals.ndim != 3:
+        raise ValueError(f"signals must have shape (B, K, T); got {tuple(signals.shape)}")
+    b, k, t = signals.shape
+    if present.shape != (b, k) or available.shape != (b, t):
+        raise ValueError(f"present must be (B, K) = {(b, k)} and available (B, T) = {(b, t)}; "
+                         f"got {tuple(present.shape)} and {tuple(available.shape)}")
+    if len(names) != k:
+        raise ValueError(f"names must name the K = {k} tissues; got {list(names)}")
+    if not noise > 0 or contamination < 0:
+        raise ValueError(f"need noise > 0 and contamination >= 0; got {noise}, {contamination}")
+    dtype, device = torch.float64, signals.device
+    mean, std = _log_prior(names, prior, dtype, device)
+    signals = signals.detach().to(dtype)
+    with torch.no_grad():
+        use = (present[:, :, None] & available[:, None, :]).to(dtype)  # (B, K, T)
+        level = (signals.abs() * use).sum(1) / use.sum(1).clamp_min(1)  # (B, T)
+        level = torch.where(level > 0, level, torch.ones_like(level))
+        # a "pure" pixel may hide a share `contamination` of the brightest other tissue
+        others = torch.stack([(signals.abs() * use).index_fill(1, torch.tensor([j], device=device), 0).amax(1)
+                              for j in range(k)], 1)  # (B, K, T)
+        sigma = torch.sqrt((noise * level[:, None, :]) ** 2 + (contamination * others) ** 2)
+
+    def tissue_signals(log_v: torch.Tensor) -> torch.Tensor:  # (B, K, 3) -> (B, K, T)
+        maps = log_v.exp().permute(0, 2, 1)[..., None]  # (B, 3, K, 1)
+        return signal(maps).to(dtype)[..., 0].permute(0, 2, 1)
+
+    groups = 1 if shared else b  # independent problems: one per sample, or one for the volume
+    with torch.enable_grad():
+        with torch.no_grad():
+            q0 = tissue_signals(mean.expand(b, k, 3))
+            ratio = torch.where((use > 0) & (q0 > 0) & (signals > 0), signals / q0.clamp_min(1e-12), torch.nan)
+            a0 = torch.nanmedian(ratio, dim=1).values[:groups]
+            a0 = torch.where(torch.isfinite(a0) & (a0 > 0), a0, torch.ones_like(a0))
+        log_v = mean.expand(groups, k, 3).clone().requires_grad_(True)
+        log_a = a0.log().clone().requires_grad_(True)
+        optimiser = torch.optim.LBFGS([log_v, log_a], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                                      history_size=20, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            model = log_a.exp().expand(b, t)[:, None, :] * tissue_signals(log_v.expand(b, k, 3))
+            residual = use * (model - signals) / sigma
+            loss = 0.5 * residual.square().sum() * groups / b + 0.5 * ((log_v - mean) / std).square().sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+    return log_a.detach().exp().expand(b, t).clone(), log_v.detach().exp().expand(b, k, 3).clone()
+
+
+def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CALIBRATION_CLASSES,
+                  prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR, purity: float = 0.9, min_pixels: int = 8,
+                  iterations: int = 5, shared: bool = False) -> torch.Tensor:
+    """Per-pixel tissue weights of three classes from the relaxation rates of the maps.
+
+    A mixed voxel's relaxation rates are near the water-weighted mean of its tissues' rates, so
+    each pixel's ``z = (1/T1, 1/T2)`` is unmixed into weights ``w`` (``Σ w = 1``) of the classes'
+    rate points ``E_k``: ``[E; 1] w = [z; 1]``, a 3×3 solve. The points start at the prior centres
+    and move, ``iterations`` times, to the median ``z`` of the pixels with ``w_k > purity`` (where
+    at least ``min_pixels`` are; else of those where ``w_k`` is the largest weight and above 0.5),
+    so they follow the maps' own tissue levels, but never leave the
+    class's prior range (a slice without pure CSF would otherwise pull the CSF point into the
+    partial-volume pixels, which then look pure). ``shared``: one set of points for all samples
+    (slices of one volume).
+
+    Parameters
+    ----------
+    p
+        ``(B, 3, Y, X)`` maps (PD, T1 [s], T2 [s]).
+    mask
+        ``(B, Y, X)`` brain mask.
+
+    Returns
+    -------
+    ``(B, K, Y, X)`` weights (not clipped: outside the triangle of the rate points some are < 0);
+    zero outside the mask.
+    """
+    if p.ndim != 4 or p.shape[1] != 3:
+        raise ValueError(f"p must have shape (B, 3, Y, X); got {tuple(p.shape)}")
+    if mask.shape != (p.shape[0], *p.shape[2:]):
+        raise ValueError(f"mask must have shape (B, Y, X) = {(p.shape[0], *p.shape[2:])}; got {tuple(mask.shape)}")
+    if len(names) != 3:
+        raise ValueError(f"unmixing in (1/T1, 1/T2) needs exactly 3 classes; got {list(names)}")
+    mask = mask.to(torch.bool)
+    mean, std = _log_prior(names, prior, torch.float64, p.device)
+    half = math.sqrt(3.0) * std[:, 1:].T  # (2, K): the prior ranges' half-widths in ln T1, ln T2
+    lowest, highest = (-(mean[:, 1:].T + half)).exp(), (-(mean[:, 1:].T - half)).exp()  # rate bounds (2, K)
+    rates = 1 / p[:, 1:].detach().to(torch.float64).clamp_min(1e-6)  # (B, 2, Y, X)
+    groups = [torch.arange(p.shape[0])] if shared else [torch.tensor([b]) for b in range(p.shape[0])]
+    weights = torch.zeros(p.shape[0], len(names), *p.shape[2:], dtype=torch.float64, device=p.device)
+    for members in groups:
+        inside = mask[members]
+        z = rates[members].permute(1, 0, 2, 3)[:, inside]  # (2, N)
+        points = (-mean[:, 1:]).exp().T.clone()  # (2, K)
+        w = z.new_zeros(len(names), z.shape[1])
+        for it in range(iterations + 1):
+            system = torch.cat([points, torch.ones_like(points[:1])])  # (3, K)
+            w = torch.linalg.solve(system, torch.cat([z, torch.ones_like(z[:1])]))
+            if it == iterations:
+                break
+            for k in range(len(names)):
+                pure = w[k] > purity
+                if int(pure.sum()) < min_pixels:  # a point far from its class: move towards where it dominates
+                    pure = (w.argmax(0) == k) & (w[k] > 0.5)
+                if int(pure.sum()) >= min_pixels:
+                    points[:, k] = torch.minimum(torch.maximum(z[:, pure].median(-1).values, lowest[:, k]), highest[:, k])
+        block = weights[members].permute(1, 0, 2, 3)
+        block[:, inside] = w
+        weights[members] = block.permute(1, 0, 2, 3)
+    return weights.to(p.dtype)
+
+
+def segment_tissues(maps: torch.Tensor, mask: torch.Tensor, purity: float = 0.9,
+                    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tissue weights and pure pixels of the slices of one volume (step 1 of the module docstring).
+
+    Parameters
+    ----------
+    maps
+        ``(S, 3, Y, X)`` maps (PD, T1 [s], T2 [s]) of the ``S`` slices, e.g. the network's first maps.
+    mask
+        ``(S, Y, X)`` brain mask.
+    purity
+        A pixel is pure in class ``k`` when its weight and those of its 8 neighbours exceed this.
+
+    Returns
+    -------
+    weights : ``(S, K, Y, X)`` :func:`unmix_tissues` weights (one set of tissue points for the volume).
+    pure : ``(S, K, Y, X)`` bool.
+    """
+    weights = unmix_tissues(maps, mask, prior=prior, purity=purity, shared=True)
+    above = (weights > purity).to(maps.dtype)
+    pure = -F.max_pool2d(-F.pad(above, (1, 1, 1, 1)), 3, stride=1) > 0.5  # erosion; outside the image counts as impure
+    return weights, pure & mask.to(torch.bool)[:, None]
+
+
+@dataclass
+class TissueCalibration:
+    """What :func:`calibrate_tissues` returns (``K`` = 3 classes of :data:`CALIBRATION_CLASSES`, ``T`` contrasts).
+
+    Attributes
+    ----------
+    scales
+        ``(T,)`` the images' scales ``a_c`` (images ≈ ``a_c · q_c(PD, T1, T2)``, in the images' units);
+        for an unavailable contrast its initial guess (no data constrain it).
+    values
+        ``(K, 3)`` MAP tissue values (PD, T1 [s], T2 [s]); those of the classes not in ``calibrated``
+        are the prior's pull only and are not used.
+    signals
+        ``(K, T)`` the tissues' median signals (zero for classes not used).
+    pixels
+        ``(K,)`` number of pure pixels per class in the volume.
+    calibrated
+        The classes whose signals entered the MAP.
+    """
+
+    scales: torch.Tensor
+    values: torch.Tensor
+    signals: torch.Tensor
+    pixels: torch.Tensor
+    calibrated: tuple[str, ...] = CALIBRATED
+
+
+def calibrate_tissues(
+    images: torch.Tensor,
+    pure: torch.Tensor,
+    signal: Callable[[torch.Tensor], torch.Tensor],
+    available: torch.Tensor | None = None,
+    min_pixels: int = 8,
+    calibrated: Sequence[str] = CALIBRATED,
+    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR,
+) -> TissueCalibration | None:
+    """Scales and tissue values of one volume from its pure tissues (step 2 of the module docstring).
+
+    Parameters
+    ----------
+    images
+        ``(S, T, Y, X)`` magnitude images of the ``S`` slices of one volume (one scale per contrast).
+    pure
+        ``(S, K, Y, X)`` bool pure pixels (:func:`segment_tissues`).
+    signal
+        ``q``: ``(1, 3, Y, X) -> (1, T, Y, X)``, the per-contrast signal models of the protocol.
+    available
+        ``(T,)`` bool, default all True: contrasts without data do not enter the MAP.
+    min_pixels
+        Each class in ``calibrated`` needs at least this many pure pixels, else None is returned.
+    calibrated
+        The classes whose median signals enter the MAP.
+
+    Returns
+    -------
+    :class:`TissueCalibration` (float64), or None when a class of ``calibrated`` has too few pure pixels.
+    """
+    if images.ndim != 4 or pure.ndim != 4 or pure.shape[0] != images.shape[0] or pure.shape[2:] != images.shape[2:] \
+            or pure.shape[1] != len(CALIBRATION_CLASSES):
+        raise ValueError(f"images must be (S, T, Y, X) and pure (S, {len(CALIBRATION_CLASSES)}, Y, X) on the same grid; "
+                         f"got {tuple(images.shape)} and {tuple(pure.shape)}")
+    unknown = [c for c in calibrated if c not in CALIBRATION_CLASSES]
+    if unknown or not calibrated:
+        raise ValueError(f"calibrated must name some of {CALIBRATION_CLASSES}; got {list(calibrated)}")
+    t = images.shape[1]
+    available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1)
+    if available.shape != (t,) or not bool(available.any()):
+        raise ValueError(f"available must be (T,) = ({t},) bool with at least one True; got {tuple(available.shape)}")
+    pixels = pure.flatten(2).sum(-1).sum(0)  # (K,)
+    use = torch.tensor([c in calibrated for c in CALIBRATION_CLASSES])
+    if bool((pixels[use] < min_pixels).any()):
+        return None
+    pooled = images.detach().to(torch.float64).transpose(0, 1)  # (T, S, Y, X)
+    signals = torch.stack([pooled[:, pure[:, k]].median(-1).values if bool(use[k]) else pooled.new_zeros(t)
+                           for k in range(len(CALIBRATION_CLASSES))])  # (K, T)
+    scales, values = solve_tissue_map(signals[None], use[None], available[None].cpu(), signal, prior)
+    return TissueCalibration(scales=scales[0], values=values[0], signals=signals, pixels=pixels,
+                             calibrated=tuple(calibrated))
+
+
+@dataclass
+class TissueShift:
+    """The re-centring of :func:`tissue_shift`: a function of each pixel's ln T1.
+
+    Attributes
+    ----------
+    nodes
+        ``(N,)`` ascending ln T1 [ln s] of the nodes.
+    offsets
+        ``(N, 3)`` the offsets of ln (PD, T1, T2) at the nodes (linear in between, constant beyond).
+    """
+
+    nodes: torch.Tensor
+    offsets: torch.Tensor
+
+    def log_offset(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, Y, X)`` offsets of ln (PD, T1, T2) for maps ``(B, 3, Y, X)``."""
+        s = maps[:, 1].clamp_min(1e-6).log()
+        nodes, offsets = self.nodes.to(s), self.offsets.to(s)
+        shift = offsets[0][None, :, None, None].expand(maps.shape[0], 3, *s.shape[1:])
+        for n in range(len(nodes) - 1):
+            w = ((s - nodes[n]) / (nodes[n + 1] - nodes[n]).clamp_min(1e-9)).clamp(0, 1)
+            shift = shift + w[:, None] * (offsets[n + 1] - offsets[n])[None, :, None, None]
+        return shift
+
+    def __call__(self, maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Re-centred maps ``(B, 3, Y, X)`` (PD, T1 [s], T2 [s]); pixels outside ``mask`` ``(B, Y, X)``
+        unchanged. Differentiable in ``maps``."""
+        inside = mask.to(torch.bool)[:, None]
+        return torch.where(inside, maps * self.log_offset(maps).exp(), maps)
+
+
+def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, calibration: TissueCalibration,
+                 mask: torch.Tensor, min_pixels: int = 8, plateau: float = 0.5,
+                 prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR) -> TissueShift:
+    """The re-centring that moves ``maps`` to the calibrated tissue values (step 3 of the module docstring).
+
+    Parameters
+    ----------
+    maps
+        ``(S, 3, Y, X)`` the maps to re-centre (PD, T1 [s], T2 [s]), all slices of the volume.
+    weights, pure
+        ``(S, K, Y, X)`` from :func:`segment_tissues`.
+    calibration
+        From :func:`calibrate_tissues`.
+    mask
+        ``(S, Y, X)`` brain mask.
+    min_pixels
+        Fewest pixels that place a class's node.
+    plateau
+        The uncalibrated classes' zero offset holds from this fraction of the way to each
+        neighbouring node (0: a plain linear interpolation between the nodes).
+
+    Returns
+    -------
+    :class:`TissueShift`; its nodes: each class's median ln T1 over its pure pixels (grey matter
+    without pure pixels: over those where it has the largest weight, above 0.5; else its prior centre).
+    """
+    if not 0 <= plateau < 1:
+        raise ValueError(f"plateau must be in [0, 1); got {plateau}")
+    logs = maps.detach().to(torch.float64).clamp_min(1e-6).log().transpose(0, 1)  # (3, S, Y, X)
+    mask = mask.to(torch.bool)
+    centre_prior, _ = _log_prior(CALIBRATION_CLASSES, prior, torch.float64, maps.device)
+    nodes, offsets, fixed = [], [], []
+    for k, name in enumerate(CALIBRATION_CLASSES):
+        sel = pure[:, k]
+        if int(sel.sum()) < min_pixels:
+            sel = (weights.argmax(1) == k) & (weights[:, k] > 0.5) & mask
+        calibrated = name in calibration.calibrated
+        if int(sel.sum()) >= min_pixels:
+            centre = logs[:, sel].median(-1).values
+        elif calibrated:
+            continue  # cannot happen after calibrate_tissues (its pure pixels exist); kept for safety
+        else:
+            centre = centre_prior[k]
+        nodes.append(centre[1])
+        fixed.append(calibrated)
+        offsets.append(calibration.values[k].log().to(centre) - centre if calibrated else torch.zeros_like(centre))
+    order = torch.argsort(torch.stack(nodes))
+    x, d = [nodes[i] for i in order], [offsets[i] for i in order]
+    free = [not fixed[i] for i in order]  # the uncalibrated classes keep their level (zero offset)
+    xs, ds = [x[0]], [d[0]]
+    for n in range(1, len(x)):
+        if plateau > 0 and free[n] and not free[n - 1]:
+            xs.append(x[n - 1] + (1 - plateau) * (x[n] - x[n - 1]))
+            ds.append(d[n])
+        elif plateau > 0 and free[n - 1] and not free[n]:
+            xs.append(x[n - 1] + plateau * (x[n] - x[n - 1]))
+            ds.append(d[n - 1])
+        xs.append(x[n])
+        ds.append(d[n])
+    return TissueShift(nodes=torch.stack(xs), offsets=torch.stack(ds))
+
+
+def calibrated_forward(model: W2Q, images: torch.Tensor, sequence_params: torch.Tensor, sequence_types: torch.Tensor,
+                       brain_mask: torch.Tensor, available: torch.Tensor | None = None,
+                       ) -> tuple[W2QOutput, TissueCalibration | None]:
+    """W2Q on the slices of one volume with the tissue calibration (module docstring); no gradient.
+
+    Parameters
+    ----------
+    model
+        A W2Q model with a fit layer.
+    images, sequence_params, sequence_types, brain_mask, available
+        As in :meth:`pinqi.w2q.model.W2Q.forward`; the ``S`` slices of one volume, so one protocol,
+        one availability and one intensity scale per contrast for all.
+
+    Returns
+    -------
+    The output (its ``final`` maps re-centred) and the calibration, or the network's plain output
+    and None when the volume has too few pure CSF or WM pixels.
+    """
+    s = images.shape[0]
+    if sequence_params.shape[0] != s or bool((sequence_params != sequence_params[:1]).any()) \
+            or bool((sequence_types != sequence_types[:1]).any()) \
+            or (available is not None and bool((available != available[:1]).any())):
+        raise ValueError("calibrated_forward needs the slices of one volume: the same protocol, sequence types and "
+                         "availability in every sample")
+    with torch.no_grad():
+        first = model(images, sequence_params, sequence_types, brain_mask, available, n_iterations=0).network[0]
+        weights, pure = segment_tissues(first, brain_mask)
+        signal = MultiContrastSignal(sequence_params[:1].to(torch.float64), sequence_types[:1])
+        calibration = calibrate_tissues(images, pure, signal, None if available is None else available[0])
+        if calibration is None:
+            return model(images, sequence_params, sequence_types, brain_mask, available), None
+        scales = calibration.scales.to(images.dtype).expand(s, -1)
+        out = model(images, sequence_params, sequence_types, brain_mask, available, intensity_scale=scales)
+        shift = tissue_shift(out.final, weights, pure, calibration, brain_mask)
+        final = shift(out.final, brain_mask)
+    fits = list(out.fits)
+    fits[-1] = final
+    return dataclasses.replace(out, fits=fits), calibration
