@@ -219,8 +219,8 @@ class W2Q(nn.Module):
             Run only this many of the K iterations (0: the network alone, as in pretraining).
         intensity_scale
             ``(B, 3)`` known global intensity of each contrast (image = scale · q(PD, T1, T2)), e.g.
-            from a calibrated scanner; the fits then use it instead of the closed-form scale.
-            Default None: unknown.
+            from a calibrated scanner; the fits then use it instead of the closed-form scale (a model
+            with ``field_degree`` > 0 still fits the relative smooth field). Default None: unknown.
 
         Returns
         -------
@@ -256,8 +256,9 @@ class W2Q(nn.Module):
         for k in range(n_iter):
             if intensity_scale is None:
                 scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
-            else:
-                scale, field = intensity_scale, torch.ones_like(normalised)
+            else:  # the global level is known; a model with a smooth field still fits the relative field
+                scale = intensity_scale
+                field = fit_smooth_field(scale[..., None, None] * signal(p_reg), normalised, mask, cfg.field_degree)
             factor = scale[..., None, None] * field
             p_fit = self._fit(signal, normalised, factor, weight, p_reg, lambdas[k])
             fits.append(p_fit)
@@ -309,7 +310,8 @@ class W2Q(nn.Module):
             reference = white_matter_reference(normalised, p_reg, mask, signal, cfg.wm_fraction)
             scale, field = self._intensity(signal(p_reg), normalised, mask, reference)
         else:
-            scale, field = _relative_scale(intensity_scale, factors), torch.ones_like(normalised)
+            scale = _relative_scale(intensity_scale, factors)
+            field = fit_smooth_field(scale[..., None, None] * signal(p_reg), normalised, mask, cfg.field_degree)
         weight = available[..., None, None].to(dtype) * mask[:, None].to(dtype)
         return self._fit(signal, normalised, scale[..., None, None] * field, weight, p_reg, self.lambdas()[-1],
                          return_std=return_std)

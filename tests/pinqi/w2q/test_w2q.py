@@ -222,6 +222,20 @@ def test_known_intensity_scale_replaces_the_closed_form_scale(phantom_batch: dic
     for bad in (b["scale"][:, :2], -b["scale"]):
         with pytest.raises(ValueError, match="intensity_scale must be a positive tensor"):
             model(images, b["sequence_params"], b["sequence_types"], b["brain_mask"], intensity_scale=bad)
+    # refit (pinqi map's native-resolution fit) takes the known scale too
+    with torch.no_grad():
+        refit_known = model.refit(images, b["sequence_params"], b["sequence_types"], mask, known.network[0],
+                                  intensity_scale=b["scale"].double())
+        refit_free = model.refit(images, b["sequence_params"], b["sequence_types"], mask, known.network[0])
+    truth = b["params"][:, 1].double()
+    assert (refit_known[:, 1] - truth).abs()[mask].mean() < 0.5 * (refit_free[:, 1] - truth).abs()[mask].mean()
+    # with a smooth receive field in the model, a known global scale still leaves the relative field to the fit
+    field_model = W2Q(W2QConfig(**{**TINY.to_dict(), "field_degree": 2})).double().eval()
+    with torch.no_grad():
+        biased = field_model(b["images"].double(), b["sequence_params"], b["sequence_types"], mask,
+                             intensity_scale=b["scale"].double())
+    torch.testing.assert_close(biased.scales[-1] * biased.factors, b["scale"].double())
+    assert float((biased.fields[-1] - 1).abs()[mask[:, None].expand_as(biased.fields[-1])].max()) > 1e-3
 
 
 def test_w2q_rejects_bad_input(phantom_batch: dict[str, torch.Tensor]) -> None:
