@@ -322,6 +322,11 @@ def calibration_section(methods: dict, protocols: list, regions: dict, n_slices:
         slices = w2q_calibration.slice_dependence(model, size=size)
         generator = w2q_calibration.generator_bias(model, info["config"])
     others = w2q_calibration.value_sets(w2q, protocols, n_slices, size)
+    more = 3 * n_slices  # another slice set: the pure-ROI test over three times as many test slices
+    for name, (model, _) in w2q.items():
+        result = w2q_clinical.run(model, more, True, w2q_clinical.LITERATURE, protocols=protocols, size=size)
+        if "summary" in result:
+            others[f"{name}, literature values, {more} slices"] = result["summary"]
     return w2q_calibration.calibration_report(ideal, edges, slices, generator, others)
 
 

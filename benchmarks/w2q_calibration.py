@@ -259,10 +259,11 @@ def calibration_report(ideal: dict[str, dict], edges: dict[str, dict], slices: l
               "pure-tissue signals themselves; W2Q and W2Q + tissue calibration next to it:", ""]
     lines += summary_table(edges) + [""]
     if others:
-        lines += ["### Other tissue values", "",
+        lines += ["### Other tissue values and another slice set", "",
                   "Away from the literature set the prior pulls the calibration too; the MAP from the exact tissue "
                   "signals is the reference for any calibration from pure-tissue signals (values: "
-                  + "; ".join(OTHER_VALUES) + "):", ""]
+                  + "; ".join(OTHER_VALUES) + "). The last rows: literature values over three times as many "
+                  "MNI152 test slices.", ""]
         lines += summary_table(others) + [""]
     if slices:
         truth = clinical.LITERATURE["wm"][0]

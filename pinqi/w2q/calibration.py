@@ -160,6 +160,18 @@ def solve_tissue_map(
     return log_a.detach().exp().expand(b, t).clone(), log_v.detach().exp().expand(b, k, 3).clone()
 
 
+def _centre(z: torch.Tensor) -> torch.Tensor:
+    """Where a class's pixels concentrate: ``(D, N) -> (D,)``, per row the median of its shortest half
+    (the *shorth*, a robust mode). Unlike the median it is not dragged by a one-sided tail, such as
+    the grey-matter/CSF partial volumes among the pixels that count as grey matter, which would
+    otherwise walk the grey-matter point towards CSF and leave no pixel pure white matter."""
+    s = z.sort(-1).values
+    n = s.shape[-1]
+    h = n // 2
+    start = (s[:, h:] - s[:, : n - h]).argmin(-1)  # the shortest window of h + 1 sorted values
+    return torch.stack([s[d, int(i) : int(i) + h + 1].median() for d, i in enumerate(start)])
+
+
 def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CALIBRATION_CLASSES,
                   prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR, purity: float = 0.9, min_pixels: int = 8,
                   iterations: int = 5, shared: bool = False) -> torch.Tensor:
@@ -168,7 +180,7 @@ def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CA
     A mixed voxel's relaxation rates are near the water-weighted mean of its tissues' rates, so
     each pixel's ``z = (1/T1, 1/T2)`` is unmixed into weights ``w`` (``Σ w = 1``) of the classes'
     rate points ``E_k``: ``[E; 1] w = [z; 1]``, a 3×3 solve. The points start at the prior centres
-    and move, ``iterations`` times, to the median ``z`` of the pixels with ``w_k > purity`` (where
+    and move, ``iterations`` times, to the robust mode (:func:`_centre`) of ``z`` over the pixels with ``w_k > purity`` (where
     at least ``min_pixels`` are; else of those where ``w_k`` is the largest weight and above 0.5),
     so they follow the maps' own tissue levels, but never leave the
     class's prior range (a slice without pure CSF would otherwise pull the CSF point into the
@@ -215,7 +227,7 @@ def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CA
                 if int(pure.sum()) < min_pixels:  # a point far from its class: move towards where it dominates
                     pure = (w.argmax(0) == k) & (w[k] > 0.5)
                 if int(pure.sum()) >= min_pixels:
-                    points[:, k] = torch.minimum(torch.maximum(z[:, pure].median(-1).values, lowest[:, k]), highest[:, k])
+                    points[:, k] = torch.minimum(torch.maximum(_centre(z[:, pure]), lowest[:, k]), highest[:, k])
         block = weights[members].permute(1, 0, 2, 3)
         block[:, inside] = w
         weights[members] = block.permute(1, 0, 2, 3)

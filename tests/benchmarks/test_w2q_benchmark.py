@@ -53,7 +53,7 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
         assert [v["target"][:2] for v in results["targets"][name]] == ["T1", "T2", "GM", "CV"]
     assert "### Targets" in text and \
         "| target (issue 15) | W2Q | W2Q + tissue calibration | embedding net (no fit) | plain U-Net |" in text
-    assert "### Other tissue values" in text and "| W2Q + tissue calibration, off-centre |" in text
+    assert "### Other tissue values and another slice set" in text and "| W2Q + tissue calibration, off-centre |" in text
     # a second run finds the checkpoints and trains nothing
     stamp = embedding.stat().st_mtime_ns
     bench.main(["--w2q", str(tmp_path / "w2q" / "checkpoint.pt"), "--embedding", str(embedding), "--unet", str(unet),
