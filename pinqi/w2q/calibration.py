@@ -12,7 +12,8 @@ module does it explicitly, once per volume, on the two tissues that are cleanly 
 1. **Segment** (:func:`segment_tissues`): unmix each pixel's relaxation rates (1/T1, 1/T2) of the
    network's first maps into weights of CSF, GM and WM (:func:`unmix_tissues`, one set of tissue
    points for all slices of the volume); a pixel is *pure* when its weight exceeds 0.9 and so do
-   those of its 8 neighbours (erosion keeps sulcal CSF and GM/WM borders out).
+   those of its 8 neighbours (erosion keeps sulcal CSF and GM/WM borders out), and no weight is an
+   extrapolation far beyond the tissue's point (fat in a loose mask, :data:`EXTRAPOLATION`).
 2. **Calibrate** (:func:`calibrate_tissues`): the medians of every contrast over the pure CSF and
    pure WM pixels of the whole volume, and the MAP (:func:`solve_tissue_map`) of the scales and
    tissue values under the log-normal match of :data:`simulation.tissues.W2Q_TISSUE_PRIOR`
@@ -59,6 +60,10 @@ __all__ = ["CALIBRATION_CLASSES", "TissueCalibration", "TissueShift", "unmix_tis
 
 #: The tissue classes, in this order.
 CALIBRATION_CLASSES: tuple[str, ...] = ("csf", "gm", "wm")
+#: Weights at or above this are not a tissue but something beyond its rate point: fat or a
+#: blood-product (T1 ≈ 0.3–0.4 s) left inside a loose brain mask unmixes to a white-matter weight of
+#: about 5, where white matter itself stays below 1.7.
+EXTRAPOLATION: float = 2.0
 #: The classes whose signals calibrate the scales (grey matter is left to the network).
 CALIBRATED: tuple[str, ...] = ("csf", "wm")
 
@@ -181,7 +186,8 @@ def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CA
     each pixel's ``z = (1/T1, 1/T2)`` is unmixed into weights ``w`` (``Σ w = 1``) of the classes'
     rate points ``E_k``: ``[E; 1] w = [z; 1]``, a 3×3 solve. The points start at the prior centres
     and move, ``iterations`` times, to the robust mode (:func:`_centre`) of ``z`` over the pixels with ``w_k > purity`` (where
-    at least ``min_pixels`` are; else of those where ``w_k`` is the largest weight and above 0.5),
+    at least ``min_pixels`` are; else of those where ``w_k`` is the largest weight and above 0.5;
+    never those with ``w_k`` ≥ :data:`EXTRAPOLATION`),
     so they follow the maps' own tissue levels, but never leave the
     class's prior range (a slice without pure CSF would otherwise pull the CSF point into the
     partial-volume pixels, which then look pure). ``shared``: one set of points for all samples
@@ -223,9 +229,10 @@ def unmix_tissues(p: torch.Tensor, mask: torch.Tensor, names: Sequence[str] = CA
             if it == iterations:
                 break
             for k in range(len(names)):
-                pure = w[k] > purity
+                near = w[k] < EXTRAPOLATION  # not something far beyond the point (fat)
+                pure = (w[k] > purity) & near
                 if int(pure.sum()) < min_pixels:  # a point far from its class: move towards where it dominates
-                    pure = (w.argmax(0) == k) & (w[k] > 0.5)
+                    pure = (w.argmax(0) == k) & (w[k] > 0.5) & near
                 if int(pure.sum()) >= min_pixels:
                     points[:, k] = torch.minimum(torch.maximum(_centre(z[:, pure]), lowest[:, k]), highest[:, k])
         block = weights[members].permute(1, 0, 2, 3)
@@ -245,7 +252,8 @@ def segment_tissues(maps: torch.Tensor, mask: torch.Tensor, purity: float = 0.9,
     mask
         ``(S, Y, X)`` brain mask.
     purity
-        A pixel is pure in class ``k`` when its weight and those of its 8 neighbours exceed this.
+        A pixel is pure in class ``k`` when its weight and those of its 8 neighbours exceed this
+        (and stay below :data:`EXTRAPOLATION`).
 
     Returns
     -------
@@ -253,7 +261,7 @@ def segment_tissues(maps: torch.Tensor, mask: torch.Tensor, purity: float = 0.9,
     pure : ``(S, K, Y, X)`` bool.
     """
     weights = unmix_tissues(maps, mask, prior=prior, purity=purity, shared=True)
-    above = (weights > purity).to(maps.dtype)
+    above = ((weights > purity) & (weights < EXTRAPOLATION)).to(maps.dtype)
     pure = -F.max_pool2d(-F.pad(above, (1, 1, 1, 1)), 3, stride=1) > 0.5  # erosion; outside the image counts as impure
     return weights, pure & mask.to(torch.bool)[:, None]
 

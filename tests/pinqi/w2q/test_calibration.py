@@ -249,3 +249,15 @@ def test_the_tissue_points_follow_the_mode_not_a_one_sided_tail() -> None:
     from pinqi.w2q.calibration import _centre
 
     assert float((_centre(z) - 1).abs().max()) < 0.05 < float((z.median(-1).values - 1).abs().min())
+
+
+def test_fat_beyond_the_white_matter_point_is_not_pure_white_matter() -> None:
+    """A band of fat (T1 0.37 s, T2 80 ms) inside a loose mask unmixes to a white-matter weight of about
+    5: it must not count as pure white matter, or its bright signals would set the WM medians."""
+    f, maps, mask = _phantom(48)
+    fat = maps.clone()
+    fat[..., 42:] = torch.tensor([0.9, 0.37, 0.08], dtype=torch.float64).view(1, 3, 1, 1)  # the WM band's end
+    weights, pure = segment_tissues(fat, mask)
+    assert float(weights[0, 2, :, 42:].min()) > 3  # the fat's weight: far beyond the WM point
+    assert not bool(pure[0, 2, :, 42:].any())
+    torch.testing.assert_close(pure[0, 2, :, :41], segment_tissues(maps, mask)[1][0, 2, :, :41])  # WM as without fat
