@@ -377,14 +377,11 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
         infos.append(info)
         bar.update(b)
     bar.close()
-    shift = None
-    if calibration is not None:
-        shift = tissue_shift(torch.cat(finals), weights, pure, calibration, torch.cat(masks))
+    weights_native, pure_native, start = [], [], 0
     for zs, p_small, info in zip(batches, finals, infos):
         imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
         b = len(zs)
         native = info[2] == image_size and info[:2] == (image_size, image_size)
-        s = None
         with torch.no_grad():
             if native and not return_std:
                 p = p_small
@@ -392,14 +389,19 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
                 p, s = model.refit(imgs, *inputs(b)[:2], msk, p_small if native else _from_grid(p_small, info),
                                    inputs(b)[2], return_std=True,
                                    intensity_scale=None if scales is None else scales.expand(b, 3))
-            if shift is not None:
-                moved = shift(p, msk)
-                if s is not None:
-                    s = s * moved / p.clamp_min(1e-12)  # a relative offset: the same relative uncertainty
-                p = moved
-        if s is not None:
-            std[:, zs] = (s * msk[:, None]).transpose(0, 1)
+                std[:, zs] = (s * msk[:, None]).transpose(0, 1)
         out[:, zs] = (p * msk[:, None]).transpose(0, 1)
+        if calibration is not None:  # the segmentation on the native grid, for the re-centring below
+            weights_native.append(_from_grid(weights[start : start + b].float(), info))
+            pure_native.append(_from_grid(pure[start : start + b].float(), info) > 0.5)
+        start += b
+    if calibration is not None:
+        # re-centre the written maps themselves: the native fit moves them from the training grid's maps
+        maps = out[:, todo].transpose(0, 1)  # (S, 3, Y, X)
+        shift = tissue_shift(maps, torch.cat(weights_native), torch.cat(pure_native), calibration, mask[todo])
+        moved = shift(maps, mask[todo])
+        std[:, todo] = (std[:, todo].transpose(0, 1) * moved / maps.clamp_min(1e-12)).transpose(0, 1)  # relative
+        out[:, todo] = (moved * mask[todo][:, None]).transpose(0, 1)
     if return_std:
         return out, std, calibration
     return out
