@@ -60,3 +60,12 @@ def test_ship_benchmark_preset_is_the_shipped_models_data_at_its_budget():
     for name in ("image_size", "n_coils", "times", "acceleration", "estimated_csm", "wide_t1", "inserts",
                  "intensity_scale", "global_phase", "calibration_lines", "csm_method", "seed"):
         assert getattr(preset.train, name) == getattr(ship, name), name
+
+
+def test_phantom_limits_reports_every_row() -> None:
+    """``benchmarks.phantom_limits`` on one small draw: every method × coil maps × noise row, finite errors."""
+    from benchmarks import phantom_limits
+
+    rows = phantom_limits.run(size=32, seeds=1)
+    assert len(rows) == 12 and all(len(v) == 1 and 0 <= v[0] < 1e4 for v in rows.values())
+    assert "| PINQI, prior strength 0 | true | 0 |" in phantom_limits.table(rows)
