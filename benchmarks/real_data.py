@@ -16,9 +16,11 @@ Phantom
     the nine tubes of the error of the ROI-mean T1 [ms], for PINQI and CG-SENSE + pixel-wise fit
     on the same file (fully sampled, the latter *is* the pixel-wise fit of the data). "PINQI" is
     what ``pinqi reconstruct`` does by default: the prior strength chosen per slice by the
-    discrepancy rule of :mod:`pinqi.prior_strength`; beside it PINQI at fixed strengths, 1 (the
-    priors as trained) and 0 (physics only: data consistency and fit alternate with the learned
-    λ_q, P_θ only gives the starting point).
+    discrepancy rule of :mod:`pinqi.prior_strength`, then the model-based fit stopped at the noise
+    level of the prewhitened data (:mod:`pinqi.model_based`); beside it PINQI at fixed strengths, 1
+    (the priors as trained) and 0 (physics only: data consistency and fit alternate with the
+    learned λ_q, P_θ only gives the starting point), without that fit. In the brain rows "PINQI"
+    is told the simulation's noise level for that fit (the files' whitened noise has unit variance).
 Brain
     The MNI152 test split at the model's image size, 8 coils, 8x plus the same calibration lines,
     coil maps estimated from each sample's own calibration lines (ESPIRiT) and, for comparison,
@@ -129,7 +131,9 @@ def brain_rows(
         for maps in ("estimated", "true"):
             csm = s["csm"] if maps == "estimated" else s["csm_true"]
             with torch.no_grad():
-                outputs = {"PINQI": reconstruct_slice(model, s["kspace"], csm, s["mask"], q)[0]}
+                # as pinqi reconstruct: with the noise level known (here the simulation's), the model-based fit
+                outputs = {"PINQI": reconstruct_slice(model, s["kspace"], csm, s["mask"], q,
+                                                      noise_sigma=float(s["sigma"]))[0]}
                 for label, value in FIXED_STRENGTHS.items():
                     outputs[label] = model(s["kspace"], csm, s["mask"], signal_model=q, prior_strength=value).final
             classical = cg_sense_fit(s["kspace"], csm, s["mask"], q, solver="gauss-newton").params

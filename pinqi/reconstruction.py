@@ -17,6 +17,8 @@ machine cannot make more threads slower than one.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -168,7 +170,10 @@ def reconstruct(
         ``"auto"`` (default): per slice, the largest of 1, 0.5, 0.25 whose maps fit the data almost
         as well as the physics-only ones, else 0 (:mod:`pinqi.prior_strength`); or a number, the
         factor on PINQI's learned-prior weights (1 as trained, 0 physics only). The strengths used
-        are recorded as ``header["prior_strength"]``. Ignored by the baseline.
+        are recorded as ``header["prior_strength"]``. Ignored by the baseline. With ``"auto"`` and
+        prewhitened data (noise scans in the file: unit noise variance), the maps are then fitted
+        to the k-space until their misfit reaches the noise level (:mod:`pinqi.model_based`;
+        ``header["model_based_fit"]`` says whether it ran).
 
     Returns
     -------
@@ -200,13 +205,20 @@ def reconstruct(
         )
     maps = maps.to(raw.kspace.dtype)
     q = SaturationRecovery(raw.times.float())
+    # prewhitened data have unit noise variance per complex value: the model-based fit knows when to stop
+    noise_sigma = math.sqrt(0.5) if bool(header.get("noise_prewhitened")) and prior_strength == "auto" else None
+    if baseline is None:
+        header["model_based_fit"] = ("run to the noise level of the prewhitened data (or until its misfit stalls)"
+                                     if noise_sigma is not None else
+                                     "not run: " + ("no noise scans, so the noise level is unknown"
+                                                    if prior_strength == "auto" else "fixed prior strength"))
     m0, r1, strengths = [], [], []
     with torch.no_grad(), inference_threads():
         for s in range(raw.n_slices):
             k, c, m = raw.kspace[s : s + 1], maps[s : s + 1], raw.mask[s : s + 1]
             if baseline is None:
                 assert model is not None
-                params, strength = reconstruct_slice(model, k, c, m, q, prior_strength)
+                params, strength = reconstruct_slice(model, k, c, m, q, prior_strength, noise_sigma)
                 strengths.append(strength)
             else:
                 params = cg_sense_fit(k, c, m, q, solver="gauss-newton").params

@@ -66,6 +66,6 @@ def test_phantom_limits_reports_every_row() -> None:
     """``benchmarks.phantom_limits`` on one small draw: every method × coil maps × noise row, finite errors."""
     from benchmarks import phantom_limits
 
-    rows = phantom_limits.run(size=32, seeds=1)
-    assert len(rows) == 12 and all(len(v) == 1 and 0 <= v[0] < 1e4 for v in rows.values())
+    rows = phantom_limits.run(size=32, seeds=1, iterations=3)
+    assert len(rows) == 18 and all(len(v) == 1 and 0 <= v[0] < 1e4 for v in rows.values())
     assert "| PINQI, prior strength 0 | true | 0 |" in phantom_limits.table(rows)

@@ -69,3 +69,31 @@ def test_check_times_match_names_both_sets():
     check_times_match(TIMES, TIMES + 1e-4)
     with pytest.raises(ValueError, match=r"\[0.5, 1.0\] s; the data have \[0.5, 1.0, 2.0\] s"):
         check_times_match(torch.tensor([0.5, 1.0]), torch.tensor([0.5, 1.0, 2.0]))
+
+
+def test_the_model_based_fit_runs_only_on_prewhitened_data_with_the_automatic_strength(tmp_path: Path):
+    """A file with noise scans (unit whitened noise): the fit runs and brings the maps to the noise level; a
+    file without them, or a fixed prior strength: it does not, and the header says why."""
+    from pinqi.io.examples import write_example_scan
+    from pinqi.model_based import DISCREPANCY_TAU, noise_energy
+    from pinqi.training import load_pinqi
+
+    model = load_pinqi()
+    scan = write_example_scan(tmp_path / "phantom.h5", "phantom", size=48, n_coils=6, acceleration=6.0, seed=2)
+    raw = read_raw(scan.path)
+    result = reconstruct(raw, model)
+    assert result.header["model_based_fit"].startswith("run to the noise level")
+
+    def misfit(r) -> float:
+        predicted = MultiCoilCartesianOp(r.csm, raw.mask)(SaturationRecovery(raw.times.float())(
+            torch.stack([r.m0.real, r.m0.imag, r.r1], 1)).to(raw.kspace.dtype))
+        return float((predicted - raw.kspace).abs().square().sum())
+
+    physics = reconstruct(raw, model, prior_strength=0.0)  # where the fit starts when the priors were cut back
+    assert result.header["prior_strength"] != [1.0]
+    assert misfit(result) < 0.8 * misfit(physics)
+    assert misfit(physics) > DISCREPANCY_TAU * noise_energy(raw.mask, raw.n_coils, 0.5**0.5)
+    assert reconstruct(raw, model, prior_strength=1.0).header["model_based_fit"] == "not run: fixed prior strength"
+    path, _ = _raw_file(tmp_path, acceleration=4)  # written without noise scans
+    header = reconstruct(read_raw(path), model).header
+    assert header["model_based_fit"] == "not run: no noise scans, so the noise level is unknown"
