@@ -93,7 +93,7 @@ def model_based_fit(
     if kspace.ndim != 5 or start.ndim != 4 or start.shape[1] != 3:
         raise ValueError(f"kspace must be (1, T, C, Y, X) and start (1, 3, Y, X); got {tuple(kspace.shape)} and "
                          f"{tuple(start.shape)}")
-    start = start.detach()  # the fit is not differentiated (pinqi reconstruct runs without gradients)
+    given, start = start, start.detach()  # the fit is not differentiated (pinqi reconstruct runs without gradients)
     # the misfit in units of the stopping point (with no noise level: of the starting misfit, never reached)
     target = DISCREPANCY_TAU * noise_energy(mask, kspace.shape[2], noise_sigma) if noise_sigma is not None else None
     # unknowns (Re M0 / c, Im M0 / c, ln R1), c the RMS |M0| of the start: any scale and phase of the
@@ -115,7 +115,7 @@ def model_based_fit(
         return energy(u) / unit
 
     if first / unit <= stop:
-        return start, 0
+        return given, 0
     x = x.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS([x], max_iter=1, history_size=20, line_search_fn="strong_wolfe")
 
