@@ -61,7 +61,9 @@ def add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-strength", type=_prior_strength, default="auto",
                    help="factor on the learned priors' weights: 1 as trained, 0 physics only (data consistency "
                         "and fit, P_θ as the starting point); 'auto': per slice the largest of 1, 0.5, 0.25 whose "
-                        "maps fit the data within 15 %% of the physics-only misfit, else 0")
+                        "maps fit the data within 15 %% of the physics-only misfit, else 0; then, when the file has "
+                        "noise scans, the maps fitted to the k-space until their misfit reaches the noise level "
+                        "(pinqi/model_based.py; fixed strengths skip that fit)")
     p.add_argument("--no-progress", action="store_true")
 
 
