@@ -136,6 +136,7 @@ def run_reconstruct(args: argparse.Namespace) -> list[Path]:
         "SaturationTimes": [round(float(t), 6) for t in result.times],
         "Model": str(args.checkpoint or "shipped pinqi/weights/pinqi_t1.pt") if args.baseline is None else None,
         "PriorStrength": result.header.get("prior_strength") if args.baseline is None else None,
+        "ModelBasedFit": result.header.get("model_based_fit") if args.baseline is None else None,
         "BasedOn": str(args.raw),
         "RawHeader": result.header,
     }
