@@ -40,7 +40,7 @@ def test_shipped_w2q_segments_white_matter_for_a_long_te_protocol_over_12_slices
     the calibration fell back to the network."""
     from benchmarks import w2q_clinical as clinical
     from pinqi.cli.map import SHIPPED_WEIGHTS
-    from pinqi.w2q.calibration import segment_tissues
+    from pinqi.w2q.segmentation import segment_tissues
     from pinqi.w2q.training import load_w2q
 
     model = load_w2q(SHIPPED_WEIGHTS)[0].double().eval()

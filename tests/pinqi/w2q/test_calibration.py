@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from pinqi.cli.map import SHIPPED_WEIGHTS
-from pinqi.w2q.calibration import (CALIBRATION_CLASSES, TissueCalibration, calibrate_tissues, calibrated_forward,
-                                   segment_tissues, solve_tissue_map, tissue_shift, unmix_tissues)
+from pinqi.w2q.calibration import TissueCalibration, calibrate_tissues, calibrated_forward, solve_tissue_map, tissue_shift
 from pinqi.w2q.config import load_w2q_config
 from pinqi.w2q.model import W2Q
+from pinqi.w2q.segmentation import CALIBRATION_CLASSES, segment_tissues, unmix_tissues
 from pinqi.w2q.signal import MultiContrastSignal
 from pinqi.w2q.training import load_w2q
 from simulation import load_anatomy
@@ -246,7 +246,7 @@ def test_the_tissue_points_follow_the_mode_not_a_one_sided_tail() -> None:
     g = torch.Generator().manual_seed(0)
     z = torch.cat([1 + 0.01 * torch.randn(2, 400, generator=g, dtype=torch.float64),
                    1 + 2 * torch.rand(2, 600, generator=g, dtype=torch.float64)], 1)
-    from pinqi.w2q.calibration import _centre
+    from pinqi.w2q.segmentation import _centre
 
     assert float((_centre(z) - 1).abs().max()) < 0.05 < float((z.median(-1).values - 1).abs().min())
 
