@@ -18,7 +18,6 @@ machine cannot make more threads slower than one.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal

@@ -63,18 +63,18 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
     def inputs(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
 
+    grids = [grid(zs) for zs in batches]  # (slices, mask, info) on the training grid, per batch
     calibration, scales = None, None
     if calibrate and todo:
         with torch.no_grad():
-            firsts, smalls, masks = [], [], []
-            for zs in tqdm(batches, desc="W2Q calibration", disable=not progress, unit="batch"):
-                small, small_mask, _ = grid(zs)
-                firsts.append(model(small, *inputs(len(zs))[:2], small_mask, inputs(len(zs))[2], n_iterations=0).network[0])
-                smalls.append(small)
-                masks.append(small_mask)
-            weights, pure = segment_tissues(torch.cat(firsts), torch.cat(masks))
+            firsts = []
+            for zs, (small, small_mask, _) in tqdm(list(zip(batches, grids)), desc="W2Q calibration",
+                                                   disable=not progress, unit="batch"):
+                seq, typ, av = inputs(len(zs))
+                firsts.append(model(small, seq, typ, small_mask, av, n_iterations=0).network[0])
+            weights, pure = segment_tissues(torch.cat(firsts), torch.cat([g[1] for g in grids]))
             signal = MultiContrastSignal(protocols[None].to(torch.float64), types[None])
-            calibration = calibrate_tissues(torch.cat(smalls), pure, signal, available)
+            calibration = calibrate_tissues(torch.cat([g[0] for g in grids]), pure, signal, available)
         if calibration is None:
             log.warning("tissue calibration skipped: fewer than 8 pure CSF or pure WM pixels in the volume; the maps "
                         "carry the network's own intensity calibration (see pinqi.w2q.calibration)")
@@ -84,19 +84,18 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
                      "CSF T1 %.2f s, T2 %.2f s", int(calibration.pixels[0]), int(calibration.pixels[2]),
                      float(calibration.values[2, 1]), 1000 * float(calibration.values[2, 2]),
                      float(calibration.values[2, 0]), float(calibration.values[0, 1]), float(calibration.values[0, 2]))
-    finals, infos = [], []
+    finals = []
     bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
-    for zs in batches:
-        small, small_mask, info = grid(zs)
+    for zs, (small, small_mask, _) in zip(batches, grids):
         b = len(zs)
-        known = None if scales is None else scales.expand(b, 3)
+        seq, typ, av = inputs(b)
         with torch.no_grad():
-            finals.append(model(small, *inputs(b)[:2], small_mask, inputs(b)[2], intensity_scale=known).final)
-        infos.append(info)
+            finals.append(model(small, seq, typ, small_mask, av,
+                                intensity_scale=None if scales is None else scales.expand(b, 3)).final)
         bar.update(b)
     bar.close()
     weights_native, pure_native, start = [], [], 0
-    for zs, p_small, info in zip(batches, finals, infos):
+    for zs, p_small, (_, _, info) in zip(batches, finals, grids):
         imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
         b = len(zs)
         native = info[2] == image_size and info[:2] == (image_size, image_size)
