@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import time
@@ -211,9 +212,9 @@ def ideal_label(config) -> str:
 
 
 def report(methods: dict, test: dict, references: dict, protocols: list, regions: dict, ideal: dict,
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, native: dict | None = None) -> str:
     """The markdown of ``benchmarks/results/w2q.md``: test set with references, the ideal estimator,
-    the pure-ROI test and the targets."""
+    the pure-ROI test and the targets, and the 1 mm pure-ROI test (``native``, if given)."""
     config = next(iter(methods.values()))[1]["config"]
     lines = ["# W2Q benchmark (`python -m benchmarks.w2q`)", ""]
     lines += ["Simulated data, MNI152 test slab, protocols from the held-out middle band of every sequence "
@@ -239,6 +240,8 @@ def report(methods: dict, test: dict, references: dict, protocols: list, regions
               "averages below it for PD and T2.", ""]
     lines += w2q_consistency.ideal_rows(test, ideal, label) + [""]
     lines += w2q_consistency.consistency_report(protocols, regions, args.n_slices)
+    if native:
+        lines += w2q_consistency.native_report(native, args.n_slices)
     lines += ["### Earlier test-set targets (random tissue values)", "",
               "| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for p in ("t1", "t2", "pd"):
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--preset", default="cpu", help="W2Q training preset for --train-missing (cpu | micro)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # single test-set slices often hold too few pure CSF/WM pixels to calibrate on: map_volume's
+    # fallback warning would repeat for each of them (the tables show the effect)
+    logging.getLogger("pinqi").setLevel(logging.ERROR)
     paths = {"W2Q": args.w2q, "embedding net (no fit)": args.embedding, "plain U-Net": args.unet}
     if args.train_missing:
         train_missing(paths, args.preset)
@@ -353,13 +359,15 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit("no checkpoints to evaluate")
     if "W2Q" in methods:  # the same weights with the tissue calibration of pinqi map's default
         model, info = methods["W2Q"]
-        methods = {"W2Q": methods["W2Q"], CALIBRATED: (w2q_calibration.TissueCalibrated(model), info),
+        methods = {"W2Q": methods["W2Q"], CALIBRATED: (w2q_calibration.TissueCalibrated(model, info["config"].image_size), info),
                    **{n: m for n, m in methods.items() if n != "W2Q"}}
     config = next(iter(methods.values()))[1]["config"]
     test, references = test_set_metrics(methods, config, args.n_test)
     protocols, regions = w2q_consistency.clinical_consistency(methods, config, args.n_slices, args.n_protocols)
+    native = w2q_consistency.native_consistency(methods["W2Q"][0], config.image_size, protocols, args.n_slices) \
+        if "W2Q" in methods else {}
     ideal = w2q_consistency.ideal_reference()
-    text = report(methods, test, references, protocols, regions, ideal, args)
+    text = report(methods, test, references, protocols, regions, ideal, args, native)
     text += "\n" + "\n".join(calibration_section(methods, protocols, regions, args.n_slices, config.image_size))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +377,9 @@ def main(argv: list[str] | None = None) -> str:
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"test": test, "references": references, "ideal_estimator": {ideal_label(config): ideal.get(ideal_label(config))},
                                "protocols": [p[0] for p in protocols], "pure_roi": regions,
-                               "targets": {n: w2q_consistency.verdicts(r) for n, r in regions.items()}},
+                               "targets": {n: w2q_consistency.verdicts(r) for n, r in regions.items()},
+                               "pure_roi_1mm": native,
+                               "targets_1mm": {n: w2q_consistency.verdicts(r) for n, r in native.items()}},
                               indent=1, default=str))
     tmp.replace(args.out.with_suffix(".json"))
     return text

@@ -45,11 +45,12 @@ from typing import Any
 import torch
 
 from benchmarks import w2q_clinical as clinical
-from pinqi.w2q.calibration import CALIBRATION_CLASSES, calibrated_forward, solve_tissue_map
+from pinqi.w2q.calibration import CALIBRATION_CLASSES, solve_tissue_map
 from pinqi.w2q.data import BandedProtocolDataset
 from pinqi.w2q.model import W2Q
 from pinqi.w2q.protocols import data_settings
 from pinqi.w2q.signal import MultiContrastSignal
+from pinqi.w2q.volume import map_volume
 from simulation import load_anatomy
 from simulation.tissues import BRAIN_CLASSES, W2Q_TISSUE_PRIOR, TissueRange
 
@@ -66,18 +67,23 @@ OTHER_VALUES: dict[str, dict[str, tuple[float, float, float]]] = {
 
 
 class TissueCalibrated(torch.nn.Module):
-    """W2Q with the tissue calibration (:func:`pinqi.w2q.calibration.calibrated_forward`) for the benchmark.
+    """W2Q as ``pinqi map`` runs it (:func:`pinqi.w2q.volume.map_volume`), called like :class:`pinqi.w2q.model.W2Q`.
 
-    Called like :class:`pinqi.w2q.model.W2Q`. Samples that share protocol, sequence types and
-    availability are treated as the slices of one volume (the pure-ROI test's 4 slices); the test
-    set's samples, each with its own protocol, are calibrated one by one. A given
-    ``intensity_scale`` bypasses the calibration.
+    Samples that share protocol, sequence types and availability are treated as the slices of one
+    volume (the pure-ROI test's 4 slices); the test set's samples, each with its own protocol, are
+    mapped one by one. Slices of another size than the training grid go through the network on
+    that grid (``image_size``, the model's training grid) and are fitted at their own resolution,
+    as in ``pinqi map``. ``calibrate``: the
+    tissue calibration (the default of ``pinqi map``), else ``--calibrate none``. A given
+    ``intensity_scale`` runs the bare network with it.
     """
 
-    def __init__(self, model: W2Q) -> None:
+    def __init__(self, model: W2Q, image_size: int, calibrate: bool = True) -> None:
         super().__init__()
         self.model = model
         self.config = model.config
+        self.image_size = image_size
+        self.calibrate = calibrate
 
     def forward(self, images: torch.Tensor, sequence_params: torch.Tensor, sequence_types: torch.Tensor,
                 brain_mask: torch.Tensor, available: torch.Tensor | None = None,
@@ -92,13 +98,13 @@ class TissueCalibrated(torch.nn.Module):
         groups: dict[tuple, list[int]] = {}
         for i, key in enumerate(keys):
             groups.setdefault(key, []).append(i)
-        final = None
+        final = images.new_zeros(b, 3, *images.shape[2:])
         for members in groups.values():
-            idx = torch.tensor(members)
-            out, _ = calibrated_forward(self.model, images[idx], sequence_params[idx], sequence_types[idx],
-                                        brain_mask[idx], av[idx])
-            final = out.final.new_zeros(b, *out.final.shape[1:]) if final is None else final
-            final[idx] = out.final
+            i = torch.tensor(members)
+            maps = map_volume(self.model, self.image_size, images[i].transpose(0, 1), brain_mask[i],
+                              sequence_params[members[0]], sequence_types[members[0]], av[members[0]],
+                              progress=False, calibrate=self.calibrate)
+            final[i] = maps.transpose(0, 1).to(final)
         return SimpleNamespace(final=final)
 
 

@@ -60,11 +60,14 @@ def _protocol(entry: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(rows, dtype=torch.float64), torch.tensor(types)
 
 
-def _fractions(n_slices: int, size: int) -> torch.Tensor:
-    """``(S, 3, size, size)`` (csf, gm, wm) fractions of MNI152 test slices, area-resampled."""
+def _fractions(n_slices: int, size: int | None) -> torch.Tensor:
+    """``(S, 3, size, size)`` (csf, gm, wm) fractions of MNI152 test slices, area-resampled; with
+    ``size`` None at the template's own 1 mm grid ``(S, 3, 233, 197)``."""
     a = load_anatomy("mni152", "test")
     idx = torch.linspace(0, a.n_slices - 1, n_slices).round().long()
     f = a.fractions[:, idx].transpose(0, 1).double()  # (S, K, Y, X)
+    if size is None:
+        return f
     n = max(f.shape[-2:])
     f = F.pad(f, (0, n - f.shape[-1], 0, n - f.shape[-2]))
     return F.interpolate(f, size=(size, size), mode="area")
@@ -100,7 +103,7 @@ def _images(fr: torch.Tensor, values: dict[str, tuple[float, float, float]], ent
 
 
 def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, values: dict, seed: int = 0,
-        protocols: Sequence[tuple] = tuple(PROTOCOLS), size: int = 64) -> dict:
+        protocols: Sequence[tuple] = tuple(PROTOCOLS), size: int | None = 64) -> dict:
     """ROI means per protocol (pure WM/GM) and partial-volume MAPE for one convention and value set.
 
     Parameters
@@ -108,7 +111,8 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
     checkpoint
         A W2Q checkpoint path, or a loaded model (a float64 copy is run; the model is left as it is).
     n_slices, size
-        Number of MNI152 test slices and their side in pixels.
+        Number of MNI152 test slices and their side in pixels (None: the template's 1 mm grid; the
+        model must then map other sizes, e.g. :class:`benchmarks.w2q_calibration.TissueCalibrated`).
     physical
         Physical (signals add) or map-mixed partial volumes.
     values

@@ -98,6 +98,23 @@ def clinical_consistency(methods: dict, config: Any, n_slices: int, n_protocols:
     return protocols, results
 
 
+#: Names of the methods of the 1 mm test (:func:`native_consistency`).
+NATIVE_METHODS: tuple[str, str] = ("W2Q (pinqi map --calibrate none)", "W2Q + tissue calibration (pinqi map)")
+
+
+def native_consistency(model: Any, image_size: int, protocols: list[tuple], n_slices: int,
+                       seed: int = 0) -> dict[str, dict]:
+    """The pure-ROI test on the MNI152 template's own 1 mm grid (233 × 197, the issue's setting), with
+    the model run as ``pinqi map`` runs it (:func:`pinqi.w2q.volume.map_volume`: the network on its
+    training grid, the fit and the tissue calibration at 1 mm), without and with the calibration;
+    per method the result of :func:`benchmarks.w2q_clinical.run` on ``protocols``."""
+    from benchmarks.w2q_calibration import TissueCalibrated  # part 3 imports this module
+
+    return {name: clinical.run(TissueCalibrated(model, image_size, calibrate=cal), n_slices, True, clinical.LITERATURE, seed=seed,
+                               protocols=protocols, size=None)
+            for name, cal in zip(NATIVE_METHODS, (False, True))}
+
+
 def verdicts(result: dict, targets: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Issue 15's targets on one :func:`benchmarks.w2q_clinical.run` result (module docstring).
 
@@ -216,6 +233,22 @@ def ideal_rows(test: dict[str, dict], reference: dict[str, dict[str, dict[str, f
                      + " | ".join(f"{m[p]['psnr']:.1f}" for m in test.values())
                      + f" | {ideal[p]['mape_median']:.2f} | " + " | ".join(f"{m[p]['mape']:.2f}" for m in test.values())
                      + " |")
+    return lines
+
+
+def native_report(results: dict[str, dict], n_slices: int) -> list[str]:
+    """Markdown section of the 1 mm test (:func:`native_consistency`): per method the per-protocol
+    table and summary rows, then the verdicts."""
+    lines = ["## Pure-ROI test at 1 mm, as `pinqi map` runs it", "",
+             f"The same {n_slices} slices, protocols, tissue values, scales and noise as above, but on the MNI152 "
+             "template's own 1 mm grid (233 × 197 pixels; the issue's setting) and through "
+             "`pinqi.w2q.volume.map_volume`: the network on its 64² training grid (antialiased), the fit to the "
+             "1 mm images, and the tissue calibration from the 1 mm maps. Pure ROIs at 1 mm (fraction > 0.95) are "
+             "thinner than the network's 3.6 mm pixels: grey matter is a ribbon of a pixel or two of the network's "
+             "grid.", ""]
+    for name, result in results.items():
+        lines += [f"### {name}", ""] + clinical._table(result) + [""]
+    lines += ["### Targets at 1 mm", ""] + verdict_table(results) + [""]
     return lines
 
 

@@ -15,17 +15,16 @@ Inputs
     skull-stripped or simulated data; give a mask for anything else).
 Processing
     The volumes are reoriented to RAS and processed axial slice by axial slice (tqdm progress
-    bar). Each slice is zero-padded to a square, resampled to the training grid of the checkpoint
+    bar). Each slice is zero-padded to a square, resampled (antialiased) to the training grid of the checkpoint
     (e.g. 64 x 64), run through W2Q, and the maps are resampled back; a final fit layer at the
     native resolution (:meth:`pinqi.w2q.model.W2Q.refit`) makes them consistent with the native images.
 Intensity calibration (``--calibrate tissue``, the default)
-    Before that, the whole volume is segmented with the network's first maps, the unknown scale of
-    each contrast is solved from the pure CSF and WM pixels of all slices together with a
-    literature 3 T prior (:mod:`pinqi.w2q.calibration`), the network runs with those scales, and
-    the maps are re-centred so that pure CSF and WM take the calibrated values (grey matter keeps
-    the network's level). Without enough pure CSF or WM (fewer than 8 pixels each) it warns and
-    keeps the network's own calibration. ``--calibrate none``: the network alone. The sidecars
-    record which was used (``IntensityCalibration``).
+    Then the native maps of the whole volume are segmented, the unknown scale of each contrast is
+    solved from the pure CSF and WM pixels of all slices together with a literature 3 T prior
+    (:mod:`pinqi.w2q.calibration`), and the maps are re-centred so that pure CSF and WM take the
+    calibrated values (grey matter keeps the network's level). Without enough pure CSF or WM (fewer
+    than 8 pixels each) it warns and keeps the network's own calibration. ``--calibrate none``: the
+    network alone. The sidecars record which was used (``IntensityCalibration``).
 Outputs (qMRI-BIDS)
     ``<prefix>T1map.nii.gz`` and ``<prefix>T2map.nii.gz`` (seconds), ``<prefix>PDmap.nii.gz``
     (arbitrary units, white matter ≈ 0.7), each with a JSON sidecar (``Units``, provenance), in

@@ -26,7 +26,9 @@ def _to_grid(x: torch.Tensor, size: int, mode: str) -> tuple[torch.Tensor, tuple
     n = max(ny, nx)
     x = F.pad(x, (0, n - nx, 0, n - ny))
     if n != size:
-        x = F.interpolate(x, size=(size, size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        # antialiased when shrinking: a plain bilinear sample would pass the native noise and alias the anatomy
+        x = F.interpolate(x, size=(size, size), mode=mode,
+                          **({"align_corners": False, "antialias": n > size} if mode == "bilinear" else {}))
     return x, (ny, nx, n)
 
 
@@ -40,85 +42,84 @@ def _from_grid(x: torch.Tensor, info: tuple[int, int, int]) -> torch.Tensor:
 def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.Tensor, protocols: torch.Tensor,
                types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True,
                return_std: bool = False, calibrate: bool = True) -> Any:
-    """Maps ``(3, Z, Y, X)`` of RAS-ordered slices ``volumes`` ``(3, Z, Y, X)`` (zeros for missing
-    contrasts), ``mask`` ``(Z, Y, X)``, protocol ``(3, 6)`` (or ``(3, 4)``), types ``(3,)``,
-    availability ``(3,)``; with ``return_std`` also their standard deviations ``(3, Z, Y, X)``.
+    """W2Q maps of one volume at its own resolution (what ``pinqi map`` writes).
 
-    ``calibrate``: the tissue calibration of :mod:`pinqi.w2q.calibration` over the whole volume
-    (segment with the network's first maps, MAP of the scales from pure CSF and WM, the network
-    with those scales, re-centring); falls back to the network alone, with a warning, when the
-    volume has too few pure CSF or WM pixels. The calibration (or None) is logged and, with
-    ``return_std``, returned third.
+    The slices go through the network on its training grid (zero-padded to a square, resampled
+    with antialiasing when larger), the maps are fitted to the images at the native resolution
+    (:meth:`pinqi.w2q.model.W2Q.refit`, skipped when the slices already are on the training grid
+    and no ``std`` is asked for). With ``calibrate``, the tissue calibration of
+    :mod:`pinqi.w2q.calibration` follows, at the native resolution and over the whole volume:
+    segment these maps (one set of tissue points), the MAP of the scales from the pure CSF and WM
+    pixels, a second pass of network and fit told those scales, and the re-centring
+    (:func:`~pinqi.w2q.calibration.tissue_shift`). With fewer than 8 pure CSF or WM pixels it warns
+    and keeps the first pass (the network's own calibration).
+
+    Parameters
+    ----------
+    model
+        A W2Q model with a fit layer; ``image_size`` its training grid side [pixels].
+    volumes
+        ``(3, Z, Y, X)`` RAS-ordered slices of T1w, T2w, FLAIR (zeros for a missing contrast).
+    mask
+        ``(Z, Y, X)`` bool brain mask; slices without mask pixels are left at zero.
+    protocols, types, available
+        ``(3, 6)`` (or ``(3, 4)``) sequence parameters, ``(3,)`` sequence-type ids, ``(3,)`` bool.
+    batch_size, progress
+        Slices per network call; a progress bar.
+    return_std, calibrate
+        Also return the maps' standard deviations and the calibration; the tissue calibration.
+
+    Returns
+    -------
+    maps : ``(3, Z, Y, X)`` float32 (PD, T1 [s], T2 [s]); with ``return_std`` also
+    std : ``(3, Z, Y, X)`` (re-scaled with the maps by the re-centring) and the
+    :class:`~pinqi.w2q.calibration.TissueCalibration` (None when not calibrated).
     """
-    nz, nf = volumes.shape[1], protocols.shape[-1]
-    out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
-    todo = [z for z in range(nz) if bool(mask[z].any())]
+    nf = protocols.shape[-1]
+    todo = [z for z in range(volumes.shape[1]) if bool(mask[z].any())]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
-    def grid(zs: list[int]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
-        small, info = _to_grid(volumes[:, zs].transpose(0, 1).contiguous(), image_size, "bilinear")
-        small_mask, _ = _to_grid(mask[zs][:, None].float(), image_size, "bilinear")
-        return small, small_mask[:, 0] > 0.5, info
+    def network_maps(scales: torch.Tensor | None, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on the training grid, then the fit at the native resolution, for all slices."""
+        out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
+        for zs in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+            b = len(zs)
+            imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
+            small, info = _to_grid(imgs, image_size, "bilinear")
+            small_mask = _to_grid(msk[:, None].float(), image_size, "bilinear")[0][:, 0] > 0.5
+            seq, typ, av = protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
+            known = None if scales is None else scales.expand(b, 3)
+            with torch.no_grad():
+                p = model(small, seq, typ, small_mask, av, intensity_scale=known).final
+                native = info[2] == image_size and info[:2] == (image_size, image_size)
+                if not native or return_std:
+                    p, s = model.refit(imgs, seq, typ, msk, p if native else _from_grid(p, info), av,
+                                       return_std=True, intensity_scale=known)
+                    std[:, zs] = (s * msk[:, None]).transpose(0, 1).to(std)
+            out[:, zs] = (p * msk[:, None]).transpose(0, 1).to(out)
+        return out, std
 
-    def inputs(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
-
-    grids = [grid(zs) for zs in batches]  # (slices, mask, info) on the training grid, per batch
-    calibration, scales = None, None
+    out, std = network_maps(None, "W2Q")
+    calibration = None
     if calibrate and todo:
+        inside = mask[todo].to(torch.bool)
         with torch.no_grad():
-            firsts = []
-            for zs, (small, small_mask, _) in tqdm(list(zip(batches, grids)), desc="W2Q calibration",
-                                                   disable=not progress, unit="batch"):
-                seq, typ, av = inputs(len(zs))
-                firsts.append(model(small, seq, typ, small_mask, av, n_iterations=0).network[0])
-            weights, pure = segment_tissues(torch.cat(firsts), torch.cat([g[1] for g in grids]))
+            weights, pure = segment_tissues(out[:, todo].transpose(0, 1), inside)
             signal = MultiContrastSignal(protocols[None].to(torch.float64), types[None])
-            calibration = calibrate_tissues(torch.cat([g[0] for g in grids]), pure, signal, available)
+            calibration = calibrate_tissues(volumes[:, todo].transpose(0, 1), pure, signal, available)
         if calibration is None:
             log.warning("tissue calibration skipped: fewer than 8 pure CSF or pure WM pixels in the volume; the maps "
                         "carry the network's own intensity calibration (see pinqi.w2q.calibration)")
         else:
-            scales = calibration.scales.to(torch.float32)
             log.info("tissue calibration from %d pure CSF and %d pure WM pixels: WM T1 %.3f s, T2 %.1f ms, PD %.2f; "
                      "CSF T1 %.2f s, T2 %.2f s", int(calibration.pixels[0]), int(calibration.pixels[2]),
                      float(calibration.values[2, 1]), 1000 * float(calibration.values[2, 2]),
                      float(calibration.values[2, 0]), float(calibration.values[0, 1]), float(calibration.values[0, 2]))
-    finals = []
-    bar = tqdm(total=len(todo), desc="W2Q slices", disable=not progress, unit="slice")
-    for zs, (small, small_mask, _) in zip(batches, grids):
-        b = len(zs)
-        seq, typ, av = inputs(b)
-        with torch.no_grad():
-            finals.append(model(small, seq, typ, small_mask, av,
-                                intensity_scale=None if scales is None else scales.expand(b, 3)).final)
-        bar.update(b)
-    bar.close()
-    weights_native, pure_native, start = [], [], 0
-    for zs, p_small, (_, _, info) in zip(batches, finals, grids):
-        imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
-        b = len(zs)
-        native = info[2] == image_size and info[:2] == (image_size, image_size)
-        with torch.no_grad():
-            if native and not return_std:
-                p = p_small
-            else:
-                p, s = model.refit(imgs, *inputs(b)[:2], msk, p_small if native else _from_grid(p_small, info),
-                                   inputs(b)[2], return_std=True,
-                                   intensity_scale=None if scales is None else scales.expand(b, 3))
-                std[:, zs] = (s * msk[:, None]).transpose(0, 1)
-        out[:, zs] = (p * msk[:, None]).transpose(0, 1)
-        if calibration is not None:  # the segmentation on the native grid, for the re-centring below
-            weights_native.append(_from_grid(weights[start : start + b].float(), info))
-            pure_native.append(_from_grid(pure[start : start + b].float(), info) > 0.5)
-        start += b
-    if calibration is not None:
-        # re-centre the written maps themselves: the native fit moves them from the training grid's maps
-        maps = out[:, todo].transpose(0, 1)  # (S, 3, Y, X)
-        shift = tissue_shift(maps, torch.cat(weights_native), torch.cat(pure_native), calibration, mask[todo])
-        moved = shift(maps, mask[todo])
-        std[:, todo] = (std[:, todo].transpose(0, 1) * moved / maps.clamp_min(1e-12)).transpose(0, 1)  # relative
-        out[:, todo] = (moved * mask[todo][:, None]).transpose(0, 1)
+            out, std = network_maps(calibration.scales.to(volumes.dtype), "W2Q with the calibrated scales")
+            maps = out[:, todo].transpose(0, 1)
+            moved = tissue_shift(maps, weights, pure, calibration, inside)(maps, inside).to(out)
+            std[:, todo] = (std[:, todo].transpose(0, 1) * moved / maps.clamp_min(1e-12)).transpose(0, 1).to(std)  # relative
+            out[:, todo] = (moved * inside[:, None]).transpose(0, 1)
     if return_std:
         return out, std, calibration
     return out

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from pinqi.cli.map import SHIPPED_WEIGHTS
-from pinqi.w2q.calibration import TissueCalibration, calibrate_tissues, calibrated_forward, solve_tissue_map, tissue_shift
+from pinqi.w2q.calibration import TissueCalibration, calibrate_tissues, solve_tissue_map, tissue_shift
 from pinqi.w2q.config import load_w2q_config
 from pinqi.w2q.model import W2Q
 from pinqi.w2q.segmentation import CALIBRATION_CLASSES, segment_tissues, unmix_tissues
 from pinqi.w2q.signal import MultiContrastSignal
 from pinqi.w2q.training import load_w2q
+from pinqi.w2q.volume import map_volume
 from simulation import load_anatomy
 from simulation.tissues import W2Q_TISSUE_PRIOR
 
@@ -164,23 +165,6 @@ def test_tissue_shift_moves_csf_and_wm_to_the_calibration_and_keeps_grey_matter(
         tissue_shift(biased, weights, pure, cal, mask, plateau=1.0)
 
 
-def test_calibrated_forward_falls_back_without_tissues_and_checks_one_volume() -> None:
-    torch.manual_seed(0)
-    model = W2Q(load_w2q_config("micro").model).double().eval()
-    f, _, mask = _phantom(16)
-    images = _physical_images(f, torch.ones(1, 3, dtype=torch.float64)).expand(2, 3, 16, 16).clone()
-    seq, types = PROTOCOL.expand(2, 3, 6), TYPES.expand(2, 3)
-    out, cal = calibrated_forward(model, images, seq, types, mask.expand(2, 16, 16))
-    with torch.no_grad():
-        plain = model(images, seq, types, mask.expand(2, 16, 16)).final
-    if cal is None:  # an untrained network segments nothing pure: the network's own output
-        torch.testing.assert_close(out.final, plain)
-    other = seq.clone()
-    other[1, 0, 0] = 0.6
-    with pytest.raises(ValueError, match="slices of one volume"):
-        calibrated_forward(model, images, other, types, mask.expand(2, 16, 16))
-
-
 def _mni_fractions(n_slices: int, size: int) -> torch.Tensor:
     """``(S, K, size, size)`` CSF, GM, WM fractions of ``n_slices`` MNI152 test slices, area-resampled."""
     anatomy = load_anatomy("mni152", "test")
@@ -222,22 +206,26 @@ def test_shipped_w2q_with_the_calibration_reads_white_matter_closer_to_the_truth
     mask = fr.sum(1) >= 0.5
     scales = torch.tensor([1.7, 0.6, 3.1], dtype=torch.float64)
     images = _textbook_images(fr, scales, torch.Generator().manual_seed(1))
-    s = images.shape[0]
-    seq, types = PROTOCOL.expand(s, 3, 6), TYPES.expand(s, 3)
-    out, cal = calibrated_forward(model, images, seq, types, mask)
+    available = torch.ones(3, dtype=torch.bool)
+
+    def run(x: torch.Tensor, calibrate: bool = True) -> tuple[torch.Tensor, TissueCalibration | None]:
+        maps, _, cal = map_volume(model, 64, x.transpose(0, 1), mask, PROTOCOL[0], TYPES[0], available,
+                                  progress=False, return_std=True, calibrate=calibrate)
+        return maps.transpose(0, 1).double(), cal
+
+    out, cal = run(images)
     assert cal is not None
-    with torch.no_grad():
-        plain = model(images, seq, types, mask).final
+    plain, _ = run(images, calibrate=False)
     wm, gm = fr[:, 2] > 0.95, fr[:, 1] > 0.95
     err = {name: {t: float(p[:, 1][roi].mean()) / float(TRUTH[k, 1]) - 1 for t, (roi, k) in
-                  {"wm": (wm, 2), "gm": (gm, 1)}.items()} for name, p in (("network", plain), ("calibrated", out.final))}
+                  {"wm": (wm, 2), "gm": (gm, 1)}.items()} for name, p in (("network", plain), ("calibrated", out))}
     assert abs(err["calibrated"]["wm"]) < 0.05 < abs(err["network"]["wm"]), err
     assert abs(err["calibrated"]["gm"]) < 0.06, err
     gain = torch.tensor([5.0, 0.3, 1.0], dtype=torch.float64)[None, :, None, None]
-    again, cal2 = calibrated_forward(model, images * gain, seq, types, mask)
+    again, cal2 = run(images * gain)
     torch.testing.assert_close(cal2.scales, cal.scales * gain.flatten(), rtol=1e-3, atol=0)
-    assert float(((again.final - out.final).abs() / out.final.clamp_min(1e-3))[mask[:, None].expand_as(out.final)].max()) < 1e-2
-    assert math.isfinite(float(out.final.sum()))
+    assert float(((again - out).abs() / out.clamp_min(1e-3))[mask[:, None].expand_as(out)].max()) < 1e-2
+    assert math.isfinite(float(out.sum()))
 
 
 def test_the_tissue_points_follow_the_mode_not_a_one_sided_tail() -> None:
