@@ -241,7 +241,7 @@ def report(methods: dict, test: dict, references: dict, protocols: list, regions
     lines += w2q_consistency.ideal_rows(test, ideal, label) + [""]
     lines += w2q_consistency.consistency_report(protocols, regions, args.n_slices)
     if native:
-        lines += w2q_consistency.native_report(native, args.n_slices)
+        lines += w2q_consistency.native_report(native, args.n_slices, config.image_size)
     lines += ["### Earlier test-set targets (random tissue values)", "",
               "| target | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for p in ("t1", "t2", "pd"):

@@ -18,7 +18,7 @@ uniform ranges of :data:`simulation.tissues.W2Q_TISSUE_PRIOR` (W2Q's training pr
 *other* tissue's (a "pure" pixel hides some CSF, which in a long-TE T2w image is 15 times brighter
 than grey matter). Run on (a) the *exact* pure-tissue signals — what the prior leaves to any
 method that knows each tissue's signal — and (b) the images' medians over the *true* pure pixels
-(fraction > 0.95) — adding what partial volume does to "pure" pixels at 64².
+(fraction > 0.95) — adding what partial volume does to "pure" pixels on the model's training grid.
 
 **Prior edges** (:func:`edge_summaries`): W2Q, and the MAP from exact signals, with every WM, GM
 and CSF value at the lower, then the upper edge of the prior.

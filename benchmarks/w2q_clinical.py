@@ -1,6 +1,6 @@
 """W2Q on clinical protocols with literature tissue values (``python -m benchmarks.w2q_clinical``).
 
-MNI152 *test* slices (64², ≈ 3.6 mm), fixed 3 T tissue values (WM T1 0.85 s, T2 70 ms, PD 0.70;
+MNI152 *test* slices (the model's training grid, e.g. 128², ≈ 1.8 mm), fixed 3 T tissue values (WM T1 0.85 s, T2 70 ms, PD 0.70;
 GM 1.30 s, 90 ms, 0.80; CSF 4.0 s, 1.8 s, 1.0), clinical protocols never drawn in training
 (:data:`PROTOCOLS`: MP-RAGE, 3-D spoiled GRE with TR 5 ms, spin-echo T1w with TR 0.25 s, 3-D
 T2w/FLAIR with TE ≈ 0.4 s, FLAIR with TR 4.8 s / TI 1.7 s), an unknown scale per contrast

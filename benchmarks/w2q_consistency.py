@@ -236,33 +236,33 @@ def ideal_rows(test: dict[str, dict], reference: dict[str, dict[str, dict[str, f
     return lines
 
 
-def native_report(results: dict[str, dict], n_slices: int) -> list[str]:
+def native_report(results: dict[str, dict], n_slices: int, image_size: int) -> list[str]:
     """Markdown section of the 1 mm test (:func:`native_consistency`): per method the per-protocol
     table and summary rows, then the verdicts."""
-    lines = ["## Pure-ROI test at 1 mm, as `pinqi map` runs it", "",
-             f"The same {n_slices} slices, protocols, tissue values, scales and noise as above, but on the MNI152 "
-             "template's own 1 mm grid (233 × 197 pixels; the issue's setting) and through "
-             "`pinqi.w2q.volume.map_volume`: the network on its 64² training grid (antialiased), the fit to the "
-             "1 mm images, and the tissue calibration from the 1 mm maps. Pure ROIs at 1 mm (fraction > 0.95) are "
-             "thinner than the network's 3.6 mm pixels: grey matter is a ribbon of a pixel or two of the network's "
-             "grid.", ""]
-    for name, result in results.items():
-        lines += [f"### {name}", ""] + clinical._table(result) + [""]
-    lines += ["### Targets at 1 mm", ""] + verdict_table(results) + [""]
-    return lines
+    return _section("## Pure-ROI test at 1 mm, as `pinqi map` runs it",
+                    f"The same {n_slices} slices, protocols, tissue values, scales and noise as above, but on the MNI152 "
+                    "template's own 1 mm grid (233 × 197 pixels; the issue's setting) and through "
+                    f"`pinqi.w2q.volume.map_volume`: the network on its {image_size}² training grid (antialiased; "
+                    f"{233 / image_size:.1f} mm pixels), the fit to the 1 mm images, and the tissue calibration from the 1 mm "
+                    "maps. Pure ROIs at 1 mm (fraction > 0.95) are thinner than the network's pixels: the grey-matter ribbon "
+                    "spans one or two of them.", results, "### Targets at 1 mm")
 
 
 def consistency_report(protocols: list[tuple], results: dict[str, dict], n_slices: int) -> list[str]:
     """Markdown section of part 2: per method the per-protocol table, summary rows and verdicts."""
     n_held = sum(p[0].startswith("held-out") for p in protocols)
-    lines = ["## Pure-ROI test on held-out and clinical protocols (issue 15)", "",
-             f"{n_slices} MNI152 test slices, literature tissue values, physical partial volumes, unknown scale per "
-             f"contrast, 0.5 % Rician noise; {n_held} protocols from the held-out band of the trained ranges (every "
-             f"second with an MP-RAGE T1w) and {len(protocols) - n_held} named clinical protocols. Protocol columns: "
-             "T1w TR/TI/FA/N (MP-RAGE), TR/TE (SE), TR/TE/FA (GRE); T2w TR/TE [s]; FLAIR TR/TE/TI [s]. ROI means "
-             "over pure WM/GM (fraction > 0.95); PV MAPE: the partial-volume pixels against the fraction-weighted "
-             "maps. See `benchmarks/w2q_consistency.py`.", ""]
+    return _section("## Pure-ROI test on held-out and clinical protocols (issue 15)",
+                    f"{n_slices} MNI152 test slices, literature tissue values, physical partial volumes, unknown scale per "
+                    f"contrast, 0.5 % Rician noise; {n_held} protocols from the held-out band of the trained ranges (every "
+                    f"second with an MP-RAGE T1w) and {len(protocols) - n_held} named clinical protocols. Protocol columns: "
+                    "T1w TR/TI/FA/N (MP-RAGE), TR/TE (SE), TR/TE/FA (GRE); T2w TR/TE [s]; FLAIR TR/TE/TI [s]. ROI means "
+                    "over pure WM/GM (fraction > 0.95); PV MAPE: the partial-volume pixels against the fraction-weighted "
+                    "maps. See `benchmarks/w2q_consistency.py`.", results, "### Targets")
+
+
+def _section(title: str, intro: str, results: dict[str, dict], targets: str) -> list[str]:
+    """Markdown: title, intro, per method the per-protocol table and summary rows, then the verdicts."""
+    lines = [title, "", intro, ""]
     for name, result in results.items():
         lines += [f"### {name}", ""] + clinical._table(result) + [""]
-    lines += ["### Targets", ""] + verdict_table(results) + [""]
-    return lines
+    return lines + [targets, ""] + verdict_table(results) + [""]

@@ -16,7 +16,7 @@ Inputs
 Processing
     The volumes are reoriented to RAS and processed axial slice by axial slice (tqdm progress
     bar). Each slice is zero-padded to a square, resampled (antialiased) to the training grid of the checkpoint
-    (e.g. 64 x 64), run through W2Q, and the maps are resampled back; a final fit layer at the
+    (128 x 128 for the shipped weights), run through W2Q, and the maps are resampled back; a final fit layer at the
     native resolution (:meth:`pinqi.w2q.model.W2Q.refit`) makes them consistent with the native images.
 Intensity calibration (``--calibrate tissue``, the default)
     Then the native maps of the whole volume are segmented, the unknown scale of each contrast is

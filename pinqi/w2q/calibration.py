@@ -35,7 +35,7 @@ network, is read more consistently across protocols. :func:`pinqi.w2q.volume.map
 resolution: segmentation and calibration on the maps fitted to the native images.
 
 What it achieves (``python -m benchmarks.w2q``, pure-ROI test, 14 held-out and clinical
-protocols, 4 MNI152 test slices at 64²): see ``benchmarks/results/w2q.md``. Like any method that
+protocols, 4 MNI152 test slices on the training grid and at 1 mm): see ``benchmarks/results/w2q.md``. Like any method that
 fixes the scales with a prior, it reads tissue values near the prior's centre accurately and is
 pulled towards the centre at its edges (there it follows the MAP from the exact tissue signals,
 the Bayesian reference, and can be worse than the network alone).

@@ -122,7 +122,7 @@ def segment_tissues(maps: torch.Tensor, mask: torch.Tensor, purity: float = 0.9,
     Parameters
     ----------
     maps
-        ``(S, 3, Y, X)`` maps (PD, T1 [s], T2 [s]) of the ``S`` slices, e.g. the network's first maps.
+        ``(S, 3, Y, X)`` maps (PD, T1 [s], T2 [s]) of the ``S`` slices, e.g. W2Q's maps fitted to the native images.
     mask
         ``(S, Y, X)`` brain mask.
     purity

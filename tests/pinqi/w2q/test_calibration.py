@@ -201,7 +201,8 @@ def test_shipped_w2q_with_the_calibration_reads_white_matter_closer_to_the_truth
     """MNI152 test slices, images from textbook signal equations (not W2Q's), literature values: the
     calibration brings the pure-WM T1 within 5 % where the network alone reads it about 9 % high,
     keeps grey matter within 6 %, and does not depend on the receiver gain of any contrast."""
-    model = load_w2q(SHIPPED_WEIGHTS, require_trained=True)[0].double().eval()
+    model, config, _ = load_w2q(SHIPPED_WEIGHTS, require_trained=True)
+    model = model.double().eval()
     fr = _mni_fractions(4, 64)
     mask = fr.sum(1) >= 0.5
     scales = torch.tensor([1.7, 0.6, 3.1], dtype=torch.float64)
@@ -209,7 +210,7 @@ def test_shipped_w2q_with_the_calibration_reads_white_matter_closer_to_the_truth
     available = torch.ones(3, dtype=torch.bool)
 
     def run(x: torch.Tensor, calibrate: bool = True) -> tuple[torch.Tensor, TissueCalibration | None]:
-        maps, _, cal = map_volume(model, 64, x.transpose(0, 1), mask, PROTOCOL[0], TYPES[0], available,
+        maps, _, cal = map_volume(model, config.image_size, x.transpose(0, 1), mask, PROTOCOL[0], TYPES[0], available,
                                   progress=False, return_std=True, calibrate=calibrate)
         return maps.transpose(0, 1).double(), cal
 

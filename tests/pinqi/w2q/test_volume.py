@@ -54,7 +54,7 @@ def test_shipped_w2q_calibrates_at_1_mm() -> None:
     and calibrated at 1 mm), textbook spin-echo/FLAIR images (not W2Q's models), unknown gains: the
     calibration runs from the 1 mm maps, reads pure-WM T1 within 8 % where the network alone is
     more than 10 % high, and follows a receiver gain of any contrast."""
-    model = load_w2q(SHIPPED_WEIGHTS, require_trained=True)[0].eval()
+    model, config, _ = load_w2q(SHIPPED_WEIGHTS, require_trained=True)
     anatomy = load_anatomy("mni152", "test")
     fr = anatomy.fractions[[anatomy.class_names.index(c) for c in CALIBRATION_CLASSES]][:, [4, 7]].transpose(0, 1)
     fr = fr.double()
@@ -63,7 +63,7 @@ def test_shipped_w2q_calibrates_at_1_mm() -> None:
     available = torch.ones(3, dtype=torch.bool)
 
     def run(x: torch.Tensor, calibrate: bool = True):
-        maps, std, cal = map_volume(model, 64, x.float().transpose(0, 1), mask, PROTOCOL[0].float(), TYPES[0],
+        maps, std, cal = map_volume(model, config.image_size, x.float().transpose(0, 1), mask, PROTOCOL[0].float(), TYPES[0],
                                     available, progress=False, return_std=True, calibrate=calibrate)
         return maps.transpose(0, 1), std.transpose(0, 1), cal
 
