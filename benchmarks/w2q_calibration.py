@@ -71,11 +71,10 @@ class TissueCalibrated(torch.nn.Module):
 
     Samples that share protocol, sequence types and availability are treated as the slices of one
     volume (the pure-ROI test's 4 slices); the test set's samples, each with its own protocol, are
-    mapped one by one. Slices of another size than the training grid go through the network on
-    that grid (``image_size``, the model's training grid) and are fitted at their own resolution,
-    as in ``pinqi map``. ``calibrate``: the
-    tissue calibration (the default of ``pinqi map``), else ``--calibrate none``. A given
-    ``intensity_scale`` runs the bare network with it.
+    mapped one by one. Slices of another size than the training grid (``image_size``) go through
+    the network on that grid and are fitted at their own resolution, as in ``pinqi map``.
+    ``calibrate``: the tissue calibration (the default of ``pinqi map``), else ``--calibrate
+    none``. A given ``intensity_scale`` runs the bare network with it.
     """
 
     def __init__(self, model: W2Q, image_size: int, calibrate: bool = True) -> None:

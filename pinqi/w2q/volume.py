@@ -79,19 +79,25 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
     todo = [z for z in range(volumes.shape[1]) if bool(mask[z].any())]
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
+    native = tuple(volumes.shape[-2:]) == (image_size, image_size)
+
+    def grid(zs: list[int]) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+        small, info = _to_grid(volumes[:, zs].transpose(0, 1).contiguous(), image_size, "bilinear")
+        return small, _to_grid(mask[zs][:, None].float(), image_size, "bilinear")[0][:, 0] > 0.5, info
+
+    grids = [grid(zs) for zs in batches]  # resampled once, for both passes
+
     def network_maps(scales: torch.Tensor | None, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The network on the training grid, then the fit at the native resolution, for all slices."""
         out, std = torch.zeros(3, *volumes.shape[1:]), torch.zeros(3, *volumes.shape[1:])
-        for zs in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        for zs, (small, small_mask, info) in tqdm(list(zip(batches, grids)), desc=desc, disable=not progress,
+                                                  unit="batch"):
             b = len(zs)
             imgs, msk = volumes[:, zs].transpose(0, 1).contiguous(), mask[zs]
-            small, info = _to_grid(imgs, image_size, "bilinear")
-            small_mask = _to_grid(msk[:, None].float(), image_size, "bilinear")[0][:, 0] > 0.5
             seq, typ, av = protocols.expand(b, 3, nf), types.expand(b, 3), available.expand(b, 3)
             known = None if scales is None else scales.expand(b, 3)
             with torch.no_grad():
                 p = model(small, seq, typ, small_mask, av, intensity_scale=known).final
-                native = info[2] == image_size and info[:2] == (image_size, image_size)
                 if not native or return_std:
                     p, s = model.refit(imgs, seq, typ, msk, p if native else _from_grid(p, info), av,
                                        return_std=True, intensity_scale=known)
