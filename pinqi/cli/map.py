@@ -21,8 +21,9 @@ Processing
 Intensity calibration (``--calibrate tissue``, the default)
     Then the native maps of the whole volume are segmented, the unknown scale of each contrast is
     solved from the pure CSF and WM pixels of all slices together with a literature 3 T prior
-    (:mod:`pinqi.w2q.calibration`), and the maps are re-centred so that pure CSF and WM take the
-    calibrated values (grey matter keeps the network's level). Without enough pure CSF or WM (fewer
+    (:mod:`pinqi.w2q.calibration`), the network and the native fit run again told those scales,
+    and the maps are re-centred so that pure CSF and WM take the calibrated values (grey matter
+    keeps the network's level). Without enough pure CSF or WM (fewer
     than 8 pixels each) it warns and keeps the network's own calibration. ``--calibrate none``: the
     network alone. The sidecars record which was used (``IntensityCalibration``).
 Outputs (qMRI-BIDS)
