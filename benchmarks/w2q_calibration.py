@@ -74,15 +74,19 @@ class TissueCalibrated(torch.nn.Module):
     mapped one by one. Slices of another size than the training grid (``image_size``) go through
     the network on that grid and are fitted at their own resolution, as in ``pinqi map``.
     ``calibrate``: the tissue calibration (the default of ``pinqi map``), else ``--calibrate
-    none``. A given ``intensity_scale`` runs the bare network with it.
+    none``. A given ``intensity_scale`` runs the bare network with it. ``field_of_view`` [mm]: the
+    side of the square the slices span (the benchmarks' MNI152 slices: the template's 233 mm,
+    padded to a square and resampled), so that a slice of side ``n`` has pixels of
+    ``field_of_view / n`` mm (``pixel_size`` of :func:`~pinqi.w2q.volume.map_volume`).
     """
 
-    def __init__(self, model: W2Q, image_size: int, calibrate: bool = True) -> None:
+    def __init__(self, model: W2Q, image_size: int, calibrate: bool = True, field_of_view: float = 233.0) -> None:
         super().__init__()
         self.model = model
         self.config = model.config
         self.image_size = image_size
         self.calibrate = calibrate
+        self.field_of_view = field_of_view
 
     def forward(self, images: torch.Tensor, sequence_params: torch.Tensor, sequence_types: torch.Tensor,
                 brain_mask: torch.Tensor, available: torch.Tensor | None = None,
@@ -102,7 +106,8 @@ class TissueCalibrated(torch.nn.Module):
             i = torch.tensor(members)
             maps = map_volume(self.model, self.image_size, images[i].transpose(0, 1), brain_mask[i],
                               sequence_params[members[0]], sequence_types[members[0]], av[members[0]],
-                              progress=False, calibrate=self.calibrate)
+                              progress=False, calibrate=self.calibrate,
+                              pixel_size=self.field_of_view / max(images.shape[-2:]))
             final[i] = maps.transpose(0, 1).to(final)
         return SimpleNamespace(final=final)
 

@@ -20,10 +20,12 @@ Processing
     native resolution (:meth:`pinqi.w2q.model.W2Q.refit`) makes them consistent with the native images.
 Intensity calibration (``--calibrate tissue``, the default)
     Then the native maps of the whole volume are segmented, the unknown scale of each contrast is
-    solved from the pure CSF and WM pixels of all slices together with a literature 3 T prior
-    (:mod:`pinqi.w2q.calibration`), the network and the native fit run again told those scales,
-    and the maps are re-centred so that pure CSF and WM take the calibrated values (grey matter
-    keeps the network's level). Without enough pure CSF or WM (fewer
+    solved from the pure CSF and WM pixels of all slices and, with in-plane pixels of at most
+    2 mm, the pure grey-matter signal found as the corner of the partial-volume triangle
+    (:mod:`pinqi.w2q.partial_volume`), together with a literature 3 T prior
+    (:mod:`pinqi.w2q.calibration`); the network and the native fit run again told those scales,
+    and the maps are re-centred so that CSF, WM (and GM) take the calibrated values (with coarser
+    pixels grey matter keeps the network's level). Without enough pure CSF or WM (fewer
     than 8 pixels each) it warns and keeps the network's own calibration. ``--calibrate none``: the
     network alone. The sidecars record which was used (``IntensityCalibration``).
 Outputs (qMRI-BIDS)
@@ -307,9 +309,13 @@ def _calibration_meta(requested: bool, calibration: TissueCalibration | None) ->
     if calibration is None:
         return {"Method": "none: too few pure CSF or WM pixels for the tissue calibration; the network's own"}
     names = ("csf", "gm", "wm")
-    return {"Method": "tissue (pinqi.w2q.calibration): MAP of the per-contrast scales from pure CSF and WM, "
-                      "literature 3 T prior; maps re-centred on it, grey matter at the network's level",
-            "PurePixels": {n: int(calibration.pixels[k]) for k, n in enumerate(names) if n in calibration.calibrated},
+    grey = "gm" in calibration.calibrated
+    return {"Method": "tissue (pinqi.w2q.calibration): MAP of the per-contrast scales from pure CSF and WM"
+                      + (" and the grey-matter corner of the partial-volume triangle" if grey else "")
+                      + ", literature 3 T prior; maps re-centred on it"
+                      + ("" if grey else ", grey matter at the network's level"),
+            "PurePixels": {n: int(calibration.pixels[k]) for k, n in enumerate(names)
+                           if n in calibration.calibrated and n != "gm"},
             "TissueValues": {n: {"PD": float(calibration.values[k, 0]), "T1": float(calibration.values[k, 1]),
                                  "T2": float(calibration.values[k, 2])}
                              for k, n in enumerate(names) if n in calibration.calibrated}}
@@ -392,9 +398,11 @@ def run_map(args: argparse.Namespace) -> dict[str, Path]:
             types[i] = SEQUENCE_TYPES.index(protocols[c].kind)
             available[i] = True
     calibrate = getattr(args, "calibrate", "tissue") == "tissue"
+    zooms = nib.affines.voxel_sizes(ref.affine)
+    pixel_size = float(max(zooms[i] for i in range(3) if int(ornt[i, 0]) in (0, 1)))  # the slices' R and A sides [mm]
     maps, stds, calibration = map_volume(model, image_size, full, mask_t, seq, types, available,
                                          progress=not getattr(args, "no_progress", False), return_std=True,
-                                         calibrate=calibrate)
+                                         calibrate=calibrate, pixel_size=pixel_size)
     inverse = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
 
     def to_array(v: torch.Tensor) -> np.ndarray:

@@ -2,12 +2,11 @@
 
 Each weighted image is known only up to a global scale ``a_c`` per contrast. Three contrasts
 (T1w, T2w, FLAIR) of a brain of CSF, GM and WM carry 9 pure-tissue signals ``m_kc`` for 9 tissue
-values ``v_k`` = (PD, T1, T2) and 3 scales: two degrees of freedom more than observations (PD and
-a common scale are interchangeable, and a second direction trades the scales against the tissue
-values). Partial volumes do not help (in a real voxel the tissue *signals* add). Only prior
-knowledge of tissue values fixes the rest. W2Q's network does this implicitly, slice by slice,
-and its answer depends on what the slice holds (``benchmarks/results/w2q.md``, part 3). This
-module does it explicitly, once per volume, on the two tissues that are cleanly segmented:
+values ``v_k`` = (PD, T1, T2) and 3 scales: three unknowns more than observations (PD and a
+common scale are interchangeable, and two more directions trade the scales against the tissue
+values). Only prior knowledge of tissue values fixes the rest. W2Q's network does this
+implicitly, slice by slice, and its answer depends on what the slice holds
+(``benchmarks/results/w2q.md``, part 3). This module does it explicitly, once per volume:
 
 1. **Segment** (:func:`segment_tissues`): unmix each pixel's relaxation rates (1/T1, 1/T2) of the
    network's maps (fitted to the images at their own resolution) into weights of CSF, GM and WM
@@ -15,47 +14,71 @@ module does it explicitly, once per volume, on the two tissues that are cleanly 
    *pure* when its weight exceeds 0.9 and so do those of its 8 neighbours (erosion keeps sulcal
    CSF and GM/WM borders out), and no weight is an extrapolation far beyond the tissue's point
    (fat in a loose mask, :data:`pinqi.w2q.segmentation.EXTRAPOLATION`).
-2. **Calibrate** (:func:`calibrate_tissues`): the medians of every contrast over the pure CSF and
-   pure WM pixels of the whole volume, and the MAP (:func:`solve_tissue_map`) of the scales and
-   tissue values under the log-normal match of :data:`simulation.tissues.W2Q_TISSUE_PRIOR`
-   (literature 3 T values; sources there). Grey matter is left out: at 3–4 mm its "pure" pixels
-   hold ≈ 10 % CSF, which moves its signals (a long-TE T2w image shows CSF 15 times brighter).
-   No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM pixels.
-3. **Re-centre** (:func:`tissue_shift`): move the maps so that the medians over pure CSF and WM
-   take the calibrated values while grey matter keeps the network's level: a per-parameter offset
-   in log space, a piecewise-linear function of the pixel's ln T1 through the classes' median ln T1
-   (CSF and WM: their offsets, GM: zero, held on a plateau from half-way to each neighbour),
-   constant beyond the ends.
+2. **Calibrate** (:func:`calibrate_tissues`): the tissues' signals in every contrast (CSF and WM:
+   the medians over their pure pixels of the whole volume; GM, which has almost no pure pixels
+   at 1 mm: the corner of the volume's partial-volume triangle,
+   :func:`pinqi.w2q.partial_volume.grey_matter_signal`), and the MAP (:func:`solve_tissue_map`) of
+   the scales and tissue values under the log-normal match of :data:`CALIBRATION_PRIOR`
+   (literature 3 T values, sources in :mod:`simulation.tissues`, with CSF as the water reference
+   of PD). No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM
+   pixels; without a GM corner, grey matter is left to the network.
+3. **Re-centre** (:func:`tissue_shift`): move the maps so that each calibrated class's level in
+   them (the robust mode over the pixels it dominates) takes its calibrated value: a
+   per-parameter offset in log space, a piecewise-linear function of the pixel's ln T1 through
+   the classes' levels of ln T1, constant beyond the ends (an uncalibrated class keeps the
+   network's level, zero offset, held on a plateau from half-way to each neighbour).
 
 Between steps 2 and 3 the network and its fit run again, told the calibrated scales as known
-intensities (``intensity_scale`` of :meth:`pinqi.w2q.model.W2Q.forward`): the maps barely move
-(pure-ROI means within 1 %, most within 0.3 %), but grey matter, which step 3 leaves to the
-network, is read more consistently across protocols. :func:`pinqi.w2q.volume.map_volume`
-(``pinqi map``, ``--calibrate tissue``, the default) runs it all over a whole volume at its own
-resolution: segmentation and calibration on the maps fitted to the native images.
+intensities (``intensity_scale`` of :meth:`pinqi.w2q.model.W2Q.forward`); the maps barely move.
+:func:`pinqi.w2q.volume.map_volume` (``pinqi map``, ``--calibrate tissue``, the default) runs it
+all over a whole volume at its own resolution: segmentation and calibration on the maps fitted
+to the native images.
 
 What it achieves (``python -m benchmarks.w2q``, pure-ROI test, 14 held-out and clinical
-protocols, 4 MNI152 test slices on the training grid and at 1 mm): see ``benchmarks/results/w2q.md``. Like any method that
-fixes the scales with a prior, it reads tissue values near the prior's centre accurately and is
-pulled towards the centre at its edges (there it follows the MAP from the exact tissue signals,
-the Bayesian reference, and can be worse than the network alone).
+protocols, 4 MNI152 test slices on the training grid and at 1 mm): see
+``benchmarks/results/w2q.md``. Like any method that fixes the scales with a prior, it reads tissue
+values near the prior's centre accurately and is pulled towards the centre at its edges (there it
+follows the MAP from the exact tissue signals, the Bayesian reference, and can be worse than the
+network alone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
 import torch
 
 from simulation.tissues import W2Q_TISSUE_PRIOR, TissueRange
 
+from .partial_volume import grey_matter_signal
 from .segmentation import CALIBRATION_CLASSES, log_prior, segment_tissues, unmix_tissues
 
-__all__ = ["CALIBRATION_CLASSES", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues",
+__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "GREY_MATTER_MAX_PIXEL", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues",
            "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
 
-#: The classes whose signals calibrate the scales (grey matter is left to the network).
+#: The classes calibrated from the medians over their pure pixels (grey matter: from its corner, see
+#: :func:`calibrate_tissues`).
 CALIBRATED: tuple[str, ...] = ("csf", "wm")
+
+#: The classes whose level in the maps (the node of :func:`tissue_shift`) is taken over their pure
+#: pixels: most of the pixels CSF dominates are sulci shared with grey matter.
+NODE_FROM_PURE: tuple[str, ...] = ("csf",)
+#: In-plane pixel size [mm] up to which grey matter enters the calibration through its corner
+#: (:func:`pinqi.w2q.partial_volume.grey_matter_signal`): it needs pixels on both of the corner's
+#: edges, so a cortex (2–3 mm thick) resolved by its pixels. MNI152, textbook signals, shipped W2Q
+#: weights: GM T1 +1.8 % at 1.8 mm pixels, −12 % at 3.6 mm (the corner's T2w signal +16 %).
+GREY_MATTER_MAX_PIXEL: float = 2.0
+
+#: The calibration's prior: :data:`simulation.tissues.W2Q_TISSUE_PRIOR` with the PD of CSF at
+#: 0.98–1.0. PD is relative to water, and CSF is nearly pure water (≈ 99 %); water-content maps
+#: are commonly normalised to ventricular CSF (e.g. Mezer et al., Nat Med 19:1667, 2013). The
+#: calibration fixes the images' common scale through CSF, so its PD sets the level of every PD
+#: and, through the ratios of the tissue signals, of WM T1: in the MAP from exact tissue signals
+#: (literature values, CSF PD 1; 14 held-out and clinical protocols) WM T1 reads +3.2 % (worst
+#: 3.5 %) with the training prior's CSF PD (0.94–1.0) and +1.8 % (worst 2.0 %) with this one.
+#: The training data keep the wider range.
+CALIBRATION_PRIOR: dict[str, TissueRange] = {**W2Q_TISSUE_PRIOR, "csf": replace(W2Q_TISSUE_PRIOR["csf"], pd=(0.98, 1.0))}
 
 
 def solve_tissue_map(
@@ -63,7 +86,7 @@ def solve_tissue_map(
     present: torch.Tensor,
     available: torch.Tensor,
     signal: Callable[[torch.Tensor], torch.Tensor],
-    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR,
+    prior: dict[str, TissueRange] = CALIBRATION_PRIOR,
     names: Sequence[str] = CALIBRATION_CLASSES,
     noise: float = 0.01,
     contamination: float = 0.02,
@@ -156,7 +179,8 @@ class TissueCalibration:
         ``(K, 3)`` MAP tissue values (PD, T1 [s], T2 [s]); those of the classes not in ``calibrated``
         are the prior's pull only and are not used.
     signals
-        ``(K, T)`` the tissues' median signals (zero for classes not used).
+        ``(K, T)`` the tissues' signals: medians over the pure pixels, grey matter's the corner of
+        :func:`pinqi.w2q.partial_volume.grey_matter_signal` (zero for classes not used).
     pixels
         ``(K,)`` number of pure pixels per class in the volume.
     calibrated
@@ -177,7 +201,9 @@ def calibrate_tissues(
     available: torch.Tensor | None = None,
     min_pixels: int = 8,
     calibrated: Sequence[str] = CALIBRATED,
-    prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR,
+    prior: dict[str, TissueRange] = CALIBRATION_PRIOR,
+    weights: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> TissueCalibration | None:
     """Scales and tissue values of one volume from its pure tissues (step 2 of the module docstring).
 
@@ -195,6 +221,13 @@ def calibrate_tissues(
         Each class in ``calibrated`` needs at least this many pure pixels, else None is returned.
     calibrated
         The classes whose median signals enter the MAP.
+    prior
+        Uniform tissue ranges whose log-normal match is the MAP's prior.
+    weights, mask
+        ``(S, K, Y, X)`` tissue weights (:func:`segment_tissues`) and ``(S, Y, X)`` brain mask: with
+        both, grey matter (unless in ``calibrated``) enters too, with the GM corner of the volume's
+        partial-volume triangle (:func:`pinqi.w2q.partial_volume.grey_matter_signal`) as its signal,
+        where that corner can be placed.
 
     Returns
     -------
@@ -218,9 +251,16 @@ def calibrate_tissues(
     pooled = images.detach().to(torch.float64).transpose(0, 1)  # (T, S, Y, X)
     signals = torch.stack([pooled[:, pure[:, k]].median(-1).values if bool(use[k]) else pooled.new_zeros(t)
                            for k in range(len(CALIBRATION_CLASSES))])  # (K, T)
+    gm, csf, wm = (CALIBRATION_CLASSES.index(c) for c in ("gm", "csf", "wm"))
+    if (weights is None) != (mask is None):
+        raise ValueError("give both weights and mask (the grey-matter corner), or neither")
+    if weights is not None and mask is not None and not bool(use[gm]) and bool(use[csf]) and bool(use[wm]):
+        corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], available)
+        if corner is not None:
+            signals[gm], use[gm] = corner, True
     scales, values = solve_tissue_map(signals[None], use[None], available[None].cpu(), signal, prior)
     return TissueCalibration(scales=scales[0], values=values[0], signals=signals, pixels=pixels,
-                             calibrated=tuple(calibrated))
+                             calibrated=tuple(c for c, u in zip(CALIBRATION_CLASSES, use.tolist()) if u))
 
 
 @dataclass
@@ -256,8 +296,8 @@ class TissueShift:
 
 
 def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, calibration: TissueCalibration,
-                 mask: torch.Tensor, min_pixels: int = 8, plateau: float = 0.5,
-                 prior: dict[str, TissueRange] = W2Q_TISSUE_PRIOR) -> TissueShift:
+                 mask: torch.Tensor, min_pixels: int = 8, plateau: float = 0.5, node_weight: float | None = None,
+                 prior: dict[str, TissueRange] = CALIBRATION_PRIOR) -> TissueShift:
     """The re-centring that moves ``maps`` to the calibrated tissue values (step 3 of the module docstring).
 
     Parameters
@@ -265,7 +305,7 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
     maps
         ``(S, 3, Y, X)`` the maps to re-centre (PD, T1 [s], T2 [s]), all slices of the volume.
     weights, pure
-        ``(S, K, Y, X)`` from :func:`segment_tissues`.
+        ``(S, K, Y, X)`` tissue weights and pure pixels from :func:`segment_tissues`.
     calibration
         From :func:`calibrate_tissues`.
     mask
@@ -273,13 +313,26 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
     min_pixels
         Fewest pixels that place a class's node.
     plateau
-        The uncalibrated classes' zero offset holds from this fraction of the way to each
-        neighbouring node (0: a plain linear interpolation between the nodes).
+        An uncalibrated class's zero offset holds from this fraction of the way to each
+        neighbouring node; between two calibrated classes each offset holds over half of it (the
+        pixels around a class's level move together, and CSF's offset, often large, does not
+        reach grey matter); 0: a plain linear interpolation between the nodes.
+    node_weight
+        None: each class's node is taken over its pure pixels (where it has fewer than
+        ``min_pixels``: over those where it has the largest weight, above 0.5). A number: over the
+        pixels where it has the largest weight, above this (except the classes of
+        :data:`NODE_FROM_PURE`); for pixels of at most :data:`GREY_MATTER_MAX_PIXEL`, where most of
+        the pixels a class dominates are nearly pure, while the pure pixels (eroded) are the
+        interior, which the network's maps read a few % apart from the pixels near a border
+        (1 mm MNI152: the WM pure median 4.7 % below the median over the pixels WM dominates, the
+        mean over the pixels of > 95 % WM in between). With coarser pixels most of the pixels a
+        class dominates are partial volumes (3.6 mm: WM T1 30 % off).
 
     Returns
     -------
-    :class:`TissueShift`; its nodes: each class's median ln T1 over its pure pixels (grey matter
-    without pure pixels: over those where it has the largest weight, above 0.5; else its prior centre).
+    :class:`TissueShift`; its nodes: each class's level in the maps, the median of ln (PD, T1, T2)
+    over the pixels of ``node_weight``; an uncalibrated class without such pixels sits at its prior
+    centre.
     """
     if not 0 <= plateau < 1:
         raise ValueError(f"plateau must be in [0, 1); got {plateau}")
@@ -288,14 +341,15 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
     centre_prior, _ = log_prior(CALIBRATION_CLASSES, prior, torch.float64, maps.device)
     nodes, offsets, fixed = [], [], []
     for k, name in enumerate(CALIBRATION_CLASSES):
-        sel = pure[:, k]
-        if int(sel.sum()) < min_pixels:
-            sel = (weights.argmax(1) == k) & (weights[:, k] > 0.5) & mask
         calibrated = name in calibration.calibrated
+        if (node_weight is None or name in NODE_FROM_PURE) and int(pure[:, k].sum()) >= min_pixels:
+            sel = pure[:, k]
+        else:
+            sel = (weights.argmax(1) == k) & (weights[:, k] > (0.5 if node_weight is None else node_weight)) & mask
         if int(sel.sum()) >= min_pixels:
             centre = logs[:, sel].median(-1).values
         elif calibrated:
-            continue  # cannot happen after calibrate_tissues (its pure pixels exist); kept for safety
+            continue  # no pixel of the class in the maps: its calibration has nothing to move
         else:
             centre = centre_prior[k]
         nodes.append(centre[1])
@@ -306,12 +360,16 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
     free = [not fixed[i] for i in order]  # the uncalibrated classes keep their level (zero offset)
     xs, ds = [x[0]], [d[0]]
     for n in range(1, len(x)):
+        step = x[n] - x[n - 1]
         if plateau > 0 and free[n] and not free[n - 1]:
-            xs.append(x[n - 1] + (1 - plateau) * (x[n] - x[n - 1]))
+            xs.append(x[n - 1] + (1 - plateau) * step)
             ds.append(d[n])
         elif plateau > 0 and free[n - 1] and not free[n]:
-            xs.append(x[n - 1] + plateau * (x[n] - x[n - 1]))
+            xs.append(x[n - 1] + plateau * step)
             ds.append(d[n - 1])
+        elif plateau > 0 and not free[n - 1] and not free[n]:  # two calibrated classes: each holds half as far
+            xs += [x[n - 1] + plateau / 2 * step, x[n] - plateau / 2 * step]
+            ds += [d[n - 1], d[n]]
         xs.append(x[n])
         ds.append(d[n])
     return TissueShift(nodes=torch.stack(xs), offsets=torch.stack(ds))

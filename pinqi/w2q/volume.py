@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .calibration import calibrate_tissues, tissue_shift
+from .calibration import GREY_MATTER_MAX_PIXEL, calibrate_tissues, tissue_shift
 from .model import W2Q
 from .segmentation import segment_tissues
 from .signal import MultiContrastSignal
@@ -41,7 +41,7 @@ def _from_grid(x: torch.Tensor, info: tuple[int, int, int]) -> torch.Tensor:
 
 def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.Tensor, protocols: torch.Tensor,
                types: torch.Tensor, available: torch.Tensor, batch_size: int = 8, progress: bool = True,
-               return_std: bool = False, calibrate: bool = True) -> Any:
+               return_std: bool = False, calibrate: bool = True, pixel_size: float | None = None) -> Any:
     """W2Q maps of one volume at its own resolution (what ``pinqi map`` writes).
 
     The slices go through the network on its training grid (zero-padded to a square, resampled
@@ -50,9 +50,10 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
     and no ``std`` is asked for). With ``calibrate``, the tissue calibration of
     :mod:`pinqi.w2q.calibration` follows, at the native resolution and over the whole volume:
     segment these maps (one set of tissue points), the MAP of the scales from the pure CSF and WM
-    pixels, a second pass of network and fit told those scales, and the re-centring
-    (:func:`~pinqi.w2q.calibration.tissue_shift`). With fewer than 8 pure CSF or WM pixels it warns
-    and keeps the first pass (the network's own calibration).
+    pixels (and the grey-matter corner, when ``pixel_size`` is known and at most
+    :data:`~pinqi.w2q.calibration.GREY_MATTER_MAX_PIXEL`), a second pass of network and fit told
+    those scales, and the re-centring (:func:`~pinqi.w2q.calibration.tissue_shift`). With fewer
+    than 8 pure CSF or WM pixels it warns and keeps the first pass (the network's own calibration).
 
     Parameters
     ----------
@@ -68,6 +69,8 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
         Slices per network call; a progress bar.
     return_std, calibrate
         Also return the maps' standard deviations and the calibration; the tissue calibration.
+    pixel_size
+        The slices' in-plane pixel size [mm] (the larger side), if known.
 
     Returns
     -------
@@ -112,18 +115,26 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
         with torch.no_grad():
             weights, pure = segment_tissues(out[:, todo].transpose(0, 1), inside)
             signal = MultiContrastSignal(protocols[None].to(torch.float64), types[None])
-            calibration = calibrate_tissues(volumes[:, todo].transpose(0, 1), pure, signal, available)
+            grey = pixel_size is not None and pixel_size <= GREY_MATTER_MAX_PIXEL
+            calibration = calibrate_tissues(volumes[:, todo].transpose(0, 1), pure, signal, available,
+                                            weights=weights if grey else None, mask=inside if grey else None)
         if calibration is None:
             log.warning("tissue calibration skipped: fewer than 8 pure CSF or pure WM pixels in the volume; the maps "
                         "carry the network's own intensity calibration (see pinqi.w2q.calibration)")
         else:
-            log.info("tissue calibration from %d pure CSF and %d pure WM pixels: WM T1 %.3f s, T2 %.1f ms, PD %.2f; "
-                     "CSF T1 %.2f s, T2 %.2f s", int(calibration.pixels[0]), int(calibration.pixels[2]),
-                     float(calibration.values[2, 1]), 1000 * float(calibration.values[2, 2]),
-                     float(calibration.values[2, 0]), float(calibration.values[0, 1]), float(calibration.values[0, 2]))
+            v = calibration.values
+            log.info("tissue calibration from %d pure CSF and %d pure WM pixels%s: WM T1 %.3f s, T2 %.1f ms, PD %.2f; "
+                     "%sCSF T1 %.2f s, T2 %.2f s", int(calibration.pixels[0]), int(calibration.pixels[2]),
+                     " and the grey-matter corner" if "gm" in calibration.calibrated else "",
+                     float(v[2, 1]), 1000 * float(v[2, 2]), float(v[2, 0]),
+                     f"GM T1 {float(v[1, 1]):.3f} s, T2 {1000 * float(v[1, 2]):.1f} ms, PD {float(v[1, 0]):.2f}; "
+                     if "gm" in calibration.calibrated else "", float(v[0, 1]), float(v[0, 2]))
+            if grey and "gm" not in calibration.calibrated:
+                log.info("no grey-matter corner in this volume: grey matter keeps the network's level")
             out, std = network_maps(calibration.scales.to(volumes.dtype), "W2Q with the calibrated scales")
             maps = out[:, todo].transpose(0, 1)
-            moved = tissue_shift(maps, weights, pure, calibration, inside)(maps, inside).to(out)
+            moved = tissue_shift(maps, weights, pure, calibration, inside,
+                                 node_weight=0.5 if grey else None)(maps, inside).to(out)
             std[:, todo] = (std[:, todo].transpose(0, 1) * moved / maps.clamp_min(1e-12)).transpose(0, 1).to(std)  # relative
             out[:, todo] = (moved * inside[:, None]).transpose(0, 1)
     if return_std:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +18,7 @@ from pinqi.w2q.config import load_w2q_config
 from pinqi.w2q.model import W2Q
 from pinqi.w2q.protocols import trained_ranges
 from pinqi.w2q.signal import MultiContrastSignal
+from simulation import load_anatomy
 
 SHAPE = (16, 16, 2)
 # an oblique-free but flipped (LPS-like) affine with 2 mm voxels: exercises the RAS reorientation
@@ -240,6 +242,25 @@ def test_shipped_weights_map_a_tiny_volume(tmp_path: Path) -> None:
     assert np.isfinite(t1).all() and np.all((t1[mask] > 0.05) & (t1[mask] < 6.0))
 
 
+def _write_textbook_brain(folder: Path, subject: str, images: torch.Tensor, fr: torch.Tensor,
+                          to_array: Callable[[torch.Tensor], np.ndarray], affine: np.ndarray) -> dict[str, Path]:
+    """Write the textbook images ``(S, 3, Y, X)`` of ``tests.pinqi.w2q.test_calibration`` (spin-echo
+    T1w/T2w, FLAIR of its PROTOCOL) as NIfTI with BIDS sidecars, and the brain mask of the fractions
+    ``fr`` ``(S, K, Y, X)``; ``to_array`` turns ``(S, Y, X)`` slices into the stored array."""
+    folder.mkdir()
+    sidecars = {"T1w": {"RepetitionTime": 0.55, "EchoTime": 0.012, "ScanningSequence": "SE", "SequenceType": "SE"},
+                "T2w": {"RepetitionTime": 5.0, "EchoTime": 0.11, "ScanningSequence": "SE"},
+                "FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12, "InversionTime": 2.4, "ScanningSequence": "SE_IR"}}
+    paths = {}
+    for i, name in enumerate(("T1w", "T2w", "FLAIR")):
+        paths[name] = folder / f"{subject}_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(to_array(images[:, i]), affine), str(paths[name]))
+        (folder / f"{subject}_{name}.json").write_text(json.dumps(sidecars[name]))
+    paths["mask"] = folder / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(to_array((fr.sum(1) >= 0.5).double()).astype(np.uint8), affine), str(paths["mask"]))
+    return paths
+
+
 def test_shipped_weights_calibrate_a_brain_volume(tmp_path: Path) -> None:
     """`pinqi map` on 4 MNI152 slices (80², 2.9 mm: not the 64² training grid, so the native fit and the
     re-centring of the written maps run) with images from textbook spin-echo / FLAIR equations (not W2Q's
@@ -249,23 +270,11 @@ def test_shipped_weights_calibrate_a_brain_volume(tmp_path: Path) -> None:
 
     fr = _mni_fractions(4, 80)  # (S, K, Y, X) csf, gm, wm
     images = _textbook_images(fr, torch.tensor([1.7, 0.6, 3.1], dtype=torch.float64), torch.Generator().manual_seed(2))
-    affine = np.diag([2.9, 2.9, 2.9, 1.0])
-    folder = tmp_path / "in"
-    folder.mkdir()
-    sidecars = {"T1w": {"RepetitionTime": 0.55, "EchoTime": 0.012, "ScanningSequence": "SE", "SequenceType": "SE"},
-                "T2w": {"RepetitionTime": 5.0, "EchoTime": 0.11, "ScanningSequence": "SE"},
-                "FLAIR": {"RepetitionTime": 9.0, "EchoTime": 0.12, "InversionTime": 2.4, "ScanningSequence": "SE_IR"}}
-    paths = {}
 
     def to_array(v: torch.Tensor) -> np.ndarray:  # (S, Y, X) slices, Y anterior first -> RAS array (X, Y, Z)
         return np.ascontiguousarray(np.flip(v.numpy(), axis=1).transpose(2, 1, 0)).astype(np.float32)
 
-    for i, name in enumerate(("T1w", "T2w", "FLAIR")):
-        paths[name] = folder / f"sub-02_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(to_array(images[:, i]), affine), str(paths[name]))
-        (folder / f"sub-02_{name}.json").write_text(json.dumps(sidecars[name]))
-    paths["mask"] = folder / "mask.nii.gz"
-    nib.save(nib.Nifti1Image(to_array((fr.sum(1) >= 0.5).double()).astype(np.uint8), affine), str(paths["mask"]))
+    paths = _write_textbook_brain(tmp_path / "in", "sub-02", images, fr, to_array, np.diag([2.9, 2.9, 2.9, 1.0]))
     wm = to_array((fr[:, 2] > 0.95).double()) > 0.5
     t1 = {}
     for mode in ("tissue", "none"):
@@ -278,3 +287,28 @@ def test_shipped_weights_calibrate_a_brain_volume(tmp_path: Path) -> None:
             assert abs(meta["TissueValues"]["wm"]["T1"] / t1[mode] - 1) < 0.03  # the written maps carry it
     assert abs(t1["tissue"] / 0.85 - 1) < 0.05 < abs(t1["none"] / 0.85 - 1), t1
     assert meta == {"Method": "none (--calibrate none): the network's own calibration"}
+
+
+def test_pinqi_map_at_1_mm_calibrates_grey_matter_through_its_corner(tmp_path: Path) -> None:
+    """Two MNI152 slices at the template's 1 mm, stored slice-axis first (array axes S, A, R) with
+    4 mm slices: the in-plane pixel size is read along R and A (1 mm), so grey matter joins the
+    calibration through its corner (sidecar) and its pure-ROI T1 and T2 come out within 5 % of the
+    literature values the textbook images were made from."""
+    from tests.pinqi.w2q.test_calibration import _textbook_images
+
+    anatomy = load_anatomy("mni152", "test")
+    fr = anatomy.fractions[[anatomy.class_names.index(c) for c in ("csf", "gm", "wm")]][:, [4, 7]].transpose(0, 1).double()
+    images = _textbook_images(fr, torch.tensor([1.7, 0.6, 3.1], dtype=torch.float64), torch.Generator().manual_seed(2))
+    affine = np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+    def to_array(v: torch.Tensor) -> np.ndarray:  # (S, Y, X) slices, Y anterior first -> array (S, A, R)
+        return np.ascontiguousarray(np.flip(v.numpy(), axis=1)).astype(np.float32)
+
+    paths = _write_textbook_brain(tmp_path / "in", "sub-03", images, fr, to_array, affine)
+    run_map(_args(paths, tmp_path / "out", None))
+    meta = json.loads((tmp_path / "out" / "sub-03_T1map.json").read_text())["IntensityCalibration"]
+    assert "grey-matter corner" in meta["Method"] and set(meta["TissueValues"]) == {"csf", "gm", "wm"}
+    gm = to_array((fr[:, 1] > 0.95).double()) > 0.5
+    for name, truth in (("T1map", 1.30), ("T2map", 0.09)):
+        value = float(np.asarray(nib.load(str(tmp_path / "out" / f"sub-03_{name}.nii.gz")).dataobj)[gm].mean())
+        assert abs(value / truth - 1) < 0.05, (name, value)

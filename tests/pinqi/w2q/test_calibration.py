@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pinqi.cli.map import SHIPPED_WEIGHTS
-from pinqi.w2q.calibration import TissueCalibration, calibrate_tissues, solve_tissue_map, tissue_shift
+from pinqi.w2q.calibration import CALIBRATION_PRIOR, TissueCalibration, calibrate_tissues, solve_tissue_map, tissue_shift
 from pinqi.w2q.config import load_w2q_config
 from pinqi.w2q.model import W2Q
 from pinqi.w2q.segmentation import CALIBRATION_CLASSES, segment_tissues, unmix_tissues
@@ -16,7 +16,6 @@ from pinqi.w2q.signal import MultiContrastSignal
 from pinqi.w2q.training import load_w2q
 from pinqi.w2q.volume import map_volume
 from simulation import load_anatomy
-from simulation.tissues import W2Q_TISSUE_PRIOR
 
 #: csf, gm, wm (the order of CALIBRATION_CLASSES) as (PD, T1 [s], T2 [s]): 3 T literature values.
 TRUTH = torch.tensor([[1.0, 4.0, 1.8], [0.8, 1.3, 0.09], [0.7, 0.85, 0.07]], dtype=torch.float64)
@@ -61,7 +60,7 @@ def test_solve_tissue_map_shared_is_one_problem_and_absent_tissues_follow_the_pr
     torch.testing.assert_close(a2, a1.expand(2, 3), rtol=1e-5, atol=0)
     torch.testing.assert_close(v2, v1.expand(2, 3, 3), rtol=1e-5, atol=0)
     _, v0 = solve_tissue_map(m, torch.zeros(1, 3, dtype=torch.bool), ones, _signal())
-    centre = torch.tensor([[(getattr(W2Q_TISSUE_PRIOR[c], p)[0] * getattr(W2Q_TISSUE_PRIOR[c], p)[1]) ** 0.5
+    centre = torch.tensor([[(getattr(CALIBRATION_PRIOR[c], p)[0] * getattr(CALIBRATION_PRIOR[c], p)[1]) ** 0.5
                             for p in ("pd", "t1", "t2")] for c in CALIBRATION_CLASSES], dtype=torch.float64)
     torch.testing.assert_close(v0[0], centre, rtol=1e-6, atol=0)  # no data: the prior's (log-)centres
     with pytest.raises(ValueError, match="present must be"):
@@ -140,6 +139,28 @@ def test_calibrate_tissues_uses_pure_csf_and_wm_and_follows_the_scales() -> None
         calibrate_tissues(images, pure[:, :2], _signal())
     with pytest.raises(ValueError, match="calibrated must name"):
         calibrate_tissues(images, pure, _signal(), calibrated=("bone",))
+
+
+def test_calibrate_tissues_with_the_grey_matter_corner() -> None:
+    """Given the segmentation, grey matter enters with its corner signal (exact on the noise-free
+    phantom), and the MAP of all three tissues reads GM and WM within 4 %, where from CSF and WM
+    alone GM is the prior's pull (more than 4 % off); without a corner (a single contrast) it falls
+    back to CSF and WM."""
+    f, maps, mask = _phantom(40)
+    scales = torch.tensor([[2.0, 0.5, 1.5]], dtype=torch.float64)
+    images = _physical_images(f, scales)
+    weights, pure = segment_tissues(maps, mask)
+    cal = calibrate_tissues(images, pure, _signal(), weights=weights, mask=mask)
+    assert cal is not None and cal.calibrated == ("csf", "gm", "wm")
+    torch.testing.assert_close(cal.signals[1], scales[0] * _tissue_signals(TRUTH)[0, 1], rtol=1e-9, atol=0)
+    without = calibrate_tissues(images, pure, _signal())
+    assert without is not None
+    error = (cal.values / TRUTH - 1).abs()
+    assert float(error[1:].max()) < 0.04 < float((without.values[1] / TRUTH[1] - 1).abs().max())
+    single = calibrate_tissues(images, pure, _signal(), torch.tensor([True, False, False]), weights=weights, mask=mask)
+    assert single is not None and single.calibrated == ("csf", "wm")
+    with pytest.raises(ValueError, match="both weights and mask"):
+        calibrate_tissues(images, pure, _signal(), weights=weights)
 
 
 def test_tissue_shift_moves_csf_and_wm_to_the_calibration_and_keeps_grey_matter() -> None:
