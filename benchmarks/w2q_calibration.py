@@ -77,10 +77,10 @@ class TissueCalibrated(torch.nn.Module):
     none``. A given ``intensity_scale`` runs the bare network with it. ``field_of_view`` [mm]: the
     side of the square the slices span (the benchmarks' MNI152 slices: the template's 233 mm,
     padded to a square and resampled), so that a slice of side ``n`` has pixels of
-    ``field_of_view / n`` mm (``pixel_size`` of :func:`~pinqi.w2q.volume.map_volume`).
+    ``field_of_view / n`` mm (``pixel_size`` of :func:`~pinqi.w2q.volume.map_volume`; None: unknown).
     """
 
-    def __init__(self, model: W2Q, image_size: int, calibrate: bool = True, field_of_view: float = 233.0) -> None:
+    def __init__(self, model: W2Q, image_size: int, calibrate: bool = True, field_of_view: float | None = 233.0) -> None:
         super().__init__()
         self.model = model
         self.config = model.config
@@ -102,12 +102,13 @@ class TissueCalibrated(torch.nn.Module):
         for i, key in enumerate(keys):
             groups.setdefault(key, []).append(i)
         final = images.new_zeros(b, 3, *images.shape[2:])
+        pixel = None if self.field_of_view is None else self.field_of_view / max(images.shape[-2:])
         for members in groups.values():
             i = torch.tensor(members)
             maps = map_volume(self.model, self.image_size, images[i].transpose(0, 1), brain_mask[i],
                               sequence_params[members[0]], sequence_types[members[0]], av[members[0]],
                               progress=False, calibrate=self.calibrate,
-                              pixel_size=self.field_of_view / max(images.shape[-2:]))
+                              pixel_size=pixel)
             final[i] = maps.transpose(0, 1).to(final)
         return SimpleNamespace(final=final)
 

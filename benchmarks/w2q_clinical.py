@@ -83,7 +83,7 @@ def _maps(fr: torch.Tensor, values: dict[str, tuple[float, float, float]]) -> to
 
 
 def _images(fr: torch.Tensor, values: dict[str, tuple[float, float, float]], entry: tuple, physical: bool,
-            g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            g: torch.Generator, noise: float = 0.005) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     seq, types = _protocol(entry)
     v = torch.tensor([values[c] for c in ("csf", "gm", "wm")], dtype=torch.float64)  # (K, 3) T1, T2, PD
     maps = _maps(fr, values)  # (S, 3, Y, X) PD, T1, T2
@@ -96,14 +96,14 @@ def _images(fr: torch.Tensor, values: dict[str, tuple[float, float, float]], ent
     mask = fr.sum(1) >= 0.5
     level = (clean.abs() * mask[:, None]).flatten(2).sum(-1) / mask.flatten(1).sum(-1)[:, None]
     scale = torch.exp(math.log(0.5) + math.log(4.0) * torch.rand(1, 3, generator=g, dtype=torch.float64))
-    sigma = 0.005 * level * scale
-    noise = torch.randn(2, *clean.shape, generator=g, dtype=torch.float64) * sigma[..., None, None]
-    images = torch.hypot(clean * scale[..., None, None] + noise[0], noise[1])
+    sigma = noise * level * scale
+    n = torch.randn(2, *clean.shape, generator=g, dtype=torch.float64) * sigma[..., None, None]
+    images = torch.hypot(clean * scale[..., None, None] + n[0], n[1])
     return images, seq, types, maps
 
 
 def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, values: dict, seed: int = 0,
-        protocols: Sequence[tuple] = tuple(PROTOCOLS), size: int | None = 64) -> dict:
+        protocols: Sequence[tuple] = tuple(PROTOCOLS), size: int | None = 64, noise: float = 0.005) -> dict:
     """ROI means per protocol (pure WM/GM) and partial-volume MAPE for one convention and value set.
 
     Parameters
@@ -117,8 +117,9 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
         Physical (signals add) or map-mixed partial volumes.
     values
         ``{tissue: (T1 [s], T2 [s], PD)}`` of csf, gm and wm.
-    seed
-        Seed of the scales and the noise.
+    seed, noise
+        Seed of the scales and the noise; the Rician noise level (a share of each contrast's mean
+        brain signal).
     protocols
         Entries as in :data:`PROTOCOLS` ``(name, T1w kind, T1w row, T2w row, FLAIR row)``; names unique.
     """
@@ -133,7 +134,7 @@ def run(checkpoint: Path | torch.nn.Module, n_slices: int, physical: bool, value
     out: dict = {"protocols": {}}
     g = torch.Generator().manual_seed(seed)
     for entry in protocols:
-        images, seq, types, maps = _images(fr, values, entry, physical, g)
+        images, seq, types, maps = _images(fr, values, entry, physical, g, noise)
         b = images.shape[0]
         try:
             with torch.no_grad():

@@ -54,8 +54,8 @@ from simulation.tissues import W2Q_TISSUE_PRIOR, TissueRange
 from .partial_volume import grey_matter_signal
 from .segmentation import CALIBRATION_CLASSES, log_prior, segment_tissues, unmix_tissues
 
-__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "GREY_MATTER_MAX_PIXEL", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues",
-           "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
+__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "GREY_MATTER_MAX_PIXEL", "NODE_FROM_PURE", "TissueCalibration",
+           "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
 
 #: The classes calibrated from the medians over their pure pixels (grey matter: from its corner, see
 #: :func:`calibrate_tissues`).
@@ -321,8 +321,9 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
         None: each class's node is taken over its pure pixels (where it has fewer than
         ``min_pixels``: over those where it has the largest weight, above 0.5). A number: over the
         pixels where it has the largest weight, above this (except the classes of
-        :data:`NODE_FROM_PURE`); for pixels of at most :data:`GREY_MATTER_MAX_PIXEL`, where most of
-        the pixels a class dominates are nearly pure, while the pure pixels (eroded) are the
+        :data:`NODE_FROM_PURE`); ``map_volume`` uses 0.5 with the grey-matter corner (pixels of at
+        most :data:`GREY_MATTER_MAX_PIXEL`), where most of the pixels a class dominates are
+        nearly pure, while the pure pixels (eroded) are the
         interior, which the network's maps read a few % apart from the pixels near a border
         (1 mm MNI152: the WM pure median 4.7 % below the median over the pixels WM dominates, the
         mean over the pixels of > 95 % WM in between). With coarser pixels most of the pixels a

@@ -134,7 +134,7 @@ def map_volume(model: W2Q, image_size: int, volumes: torch.Tensor, mask: torch.T
             out, std = network_maps(calibration.scales.to(volumes.dtype), "W2Q with the calibrated scales")
             maps = out[:, todo].transpose(0, 1)
             moved = tissue_shift(maps, weights, pure, calibration, inside,
-                                 node_weight=0.5 if grey else None)(maps, inside).to(out)
+                                 node_weight=0.5 if "gm" in calibration.calibrated else None)(maps, inside).to(out)
             std[:, todo] = (std[:, todo].transpose(0, 1) * moved / maps.clamp_min(1e-12)).transpose(0, 1).to(std)  # relative
             out[:, todo] = (moved * inside[:, None]).transpose(0, 1)
     if return_std:

@@ -3,6 +3,10 @@ and the ROI composition lines of its tables."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import torch
 
 from benchmarks import w2q_clinical as clinical
@@ -26,3 +30,23 @@ def test_table_reports_roi_composition() -> None:
                                                "pixels": 46, "fraction-weighted t2": 0.1345}}}
     lines = clinical._table(result)
     assert any("GM ROI (46 pixels)" in line and "CSF 0.026" in line and "0.1345 s" in line for line in lines)
+
+
+def test_values_native_reports_both_settings_for_every_value_set_and_noise(tmp_path: Path) -> None:
+    """`python -m benchmarks.w2q_values_native` end to end on a micro checkpoint, one slice and one
+    protocol: a table per value set with both calibration settings at both noise levels."""
+    from benchmarks import w2q_values_native as native
+    from pinqi.w2q.config import load_w2q_config
+    from pinqi.w2q.training import W2QTrainer
+
+    W2QTrainer(load_w2q_config("micro"), tmp_path / "w2q", progress=False).run()
+    out = tmp_path / "values.md"
+    text = native.main(["--checkpoint", str(tmp_path / "w2q" / "checkpoint.pt"), "--n-slices", "1", "--n-protocols", "1",
+                        "--out", str(out)])
+    assert out.read_text() == text + "\n"
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert list(results) == list(native.value_sets())
+    for label, rows in results.items():
+        assert f"## {label}" in text and len(rows) == 4
+        for name, summary in rows.items():
+            assert f"| {name} |" in text and all(math.isfinite(summary[k]["error %"]) for k in native.KEYS)

@@ -146,7 +146,7 @@ def test_calibrate_tissues_with_the_grey_matter_corner() -> None:
     phantom), and the MAP of all three tissues reads GM and WM within 4 %, where from CSF and WM
     alone GM is the prior's pull (more than 4 % off); without a corner (a single contrast) it falls
     back to CSF and WM."""
-    f, maps, mask = _phantom(40)
+    f, maps, mask = _phantom(120)  # the corner needs 5000 GM pixels
     scales = torch.tensor([[2.0, 0.5, 1.5]], dtype=torch.float64)
     images = _physical_images(f, scales)
     weights, pure = segment_tissues(maps, mask)
@@ -159,6 +159,10 @@ def test_calibrate_tissues_with_the_grey_matter_corner() -> None:
     assert float(error[1:].max()) < 0.04 < float((without.values[1] / TRUTH[1] - 1).abs().max())
     single = calibrate_tissues(images, pure, _signal(), torch.tensor([True, False, False]), weights=weights, mask=mask)
     assert single is not None and single.calibrated == ("csf", "wm")
+    f_small, maps_small, mask_small = _phantom(40)  # 1600 pixels: too few for the corner's quantiles
+    w_small, pure_small = segment_tissues(maps_small, mask_small)
+    cut = calibrate_tissues(_physical_images(f_small, scales), pure_small, _signal(), weights=w_small, mask=mask_small)
+    assert cut is not None and cut.calibrated == ("csf", "wm")
     with pytest.raises(ValueError, match="both weights and mask"):
         calibrate_tissues(images, pure, _signal(), weights=weights)
 

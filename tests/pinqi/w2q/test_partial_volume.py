@@ -34,7 +34,7 @@ def _images(f: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
 def test_the_corner_is_the_pure_grey_matter_signal_without_any_pure_grey_matter_pixel() -> None:
     f = _fractions()
     mask = torch.ones(f.shape[0], *f.shape[2:], dtype=torch.bool)
-    corner = grey_matter_signal(_images(f), f, mask, SIGNALS[0], SIGNALS[2], border=0, smooth=1)
+    corner = grey_matter_signal(_images(f), f, mask, SIGNALS[0], SIGNALS[2], border=0, smooth=1, min_pixels=64)
     assert corner is not None
     torch.testing.assert_close(corner, SIGNALS[1], rtol=1e-9, atol=0)
     # the median over the most-GM pixels is what their CSF and WM make it
@@ -44,7 +44,7 @@ def test_the_corner_is_the_pure_grey_matter_signal_without_any_pure_grey_matter_
     # one gain per contrast: the corner follows
     gain = torch.tensor([3.0, 0.2, 7.0], dtype=torch.float64)
     again = grey_matter_signal(_images(f, gain), f, mask, SIGNALS[0] * gain, SIGNALS[2] * gain, border=0,
-                               smooth=1)
+                               smooth=1, min_pixels=64)
     assert again is not None
     torch.testing.assert_close(again, SIGNALS[1] * gain, rtol=1e-9, atol=0)
 
@@ -54,16 +54,17 @@ def test_the_corner_in_two_contrasts_and_when_it_cannot_be_placed() -> None:
     mask = torch.ones(f.shape[0], *f.shape[2:], dtype=torch.bool)
     images = _images(f)
     two = grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], torch.tensor([True, False, True]), border=0,
-                             smooth=1)
+                             smooth=1, min_pixels=64)
     assert two is not None
     torch.testing.assert_close(two[[0, 2]], SIGNALS[1, [0, 2]], rtol=1e-9, atol=0)
     assert float(two[1]) == 0.0
     one = torch.tensor([False, True, False])
-    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], one, border=0, smooth=1) is None
-    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[0], border=0, smooth=1) is None  # CSF = WM: no plane
-    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], min_pixels=10 ** 5, border=0, smooth=1) is None
+    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], one, border=0, smooth=1, min_pixels=64) is None
+    # CSF = WM: no plane
+    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[0], border=0, smooth=1, min_pixels=64) is None
+    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], border=0, smooth=1) is None  # 3000 < 5000 pixels
     # the mask's border holds background: with a one-row volume nothing is left inside it
-    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2]) is None
+    assert grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], min_pixels=64) is None
     with pytest.raises(ValueError, match="weights"):
         grey_matter_signal(images, f[:, :2], mask, SIGNALS[0], SIGNALS[2])
     with pytest.raises(ValueError, match="csf and wm"):
