@@ -5,7 +5,7 @@ The pure-ROI test of :mod:`benchmarks.w2q_clinical` on the MNI152 template's own
 the six named clinical protocols (:data:`benchmarks.w2q_clinical.PROTOCOLS`), physical partial
 volumes and unknown scales, run as ``pinqi map`` runs it (:class:`benchmarks.w2q_calibration.
 TissueCalibrated`) for three tissue-value sets (the literature values, and the two sets of
-:data:`benchmarks.w2q_calibration.OTHER_VALUES`: one at the edges of the prior's T2 range, one
+:data:`benchmarks.w2q_calibration.OTHER_VALUES`: one at the upper edges of the prior's T2 ranges, one
 away from its centre in every value) and two noise levels (0.5 % and 2 % of each contrast's mean
 brain signal, Rician). Two settings of the calibration: the pixel size known (1 mm: grey matter
 enters through its corner, :mod:`pinqi.w2q.partial_volume`) and unknown (CSF and WM only, grey

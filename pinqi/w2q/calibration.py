@@ -23,10 +23,11 @@ implicitly, slice by slice, and its answer depends on what the slice holds
    of PD). No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM
    pixels; without a GM corner, grey matter is left to the network.
 3. **Re-centre** (:func:`tissue_shift`): move the maps so that each calibrated class's level in
-   them (the robust mode over the pixels it dominates) takes its calibrated value: a
-   per-parameter offset in log space, a piecewise-linear function of the pixel's ln T1 through
-   the classes' levels of ln T1, constant beyond the ends (an uncalibrated class keeps the
-   network's level, zero offset, held on a plateau from half-way to each neighbour).
+   them (the median over its pure pixels; with the GM corner, GM's and WM's over the pixels they
+   dominate) takes its calibrated value: a per-parameter offset in log space, a piecewise-linear
+   function of the pixel's ln T1 through the classes' levels of ln T1, constant beyond the ends
+   (an uncalibrated class keeps the network's level, zero offset, held on a plateau from half-way
+   to each neighbour).
 
 Between steps 2 and 3 the network and its fit run again, told the calibrated scales as known
 intensities (``intensity_scale`` of :meth:`pinqi.w2q.model.W2Q.forward`); the maps barely move.
@@ -321,13 +322,13 @@ def tissue_shift(maps: torch.Tensor, weights: torch.Tensor, pure: torch.Tensor, 
         None: each class's node is taken over its pure pixels (where it has fewer than
         ``min_pixels``: over those where it has the largest weight, above 0.5). A number: over the
         pixels where it has the largest weight, above this (except the classes of
-        :data:`NODE_FROM_PURE`); ``map_volume`` uses 0.5 with the grey-matter corner (pixels of at
-        most :data:`GREY_MATTER_MAX_PIXEL`), where most of the pixels a class dominates are
-        nearly pure, while the pure pixels (eroded) are the
-        interior, which the network's maps read a few % apart from the pixels near a border
-        (1 mm MNI152: the WM pure median 4.7 % below the median over the pixels WM dominates, the
-        mean over the pixels of > 95 % WM in between). With coarser pixels most of the pixels a
-        class dominates are partial volumes (3.6 mm: WM T1 30 % off).
+        :data:`NODE_FROM_PURE`). :func:`pinqi.w2q.volume.map_volume` uses 0.5 with the grey-matter
+        corner (pixels of at most :data:`GREY_MATTER_MAX_PIXEL`): there most of the pixels a class
+        dominates are nearly pure, while its pure (eroded) pixels are the interior, which the
+        network's maps read a few % apart from the pixels near a border (1 mm MNI152: the WM pure
+        median 4.7 % below the median over the pixels WM dominates, the mean over the pixels of
+        > 95 % WM in between). With coarser pixels most of the pixels a class dominates are partial
+        volumes (3.6 mm: WM T1 30 % off).
 
     Returns
     -------
