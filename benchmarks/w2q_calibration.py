@@ -107,8 +107,7 @@ class TissueCalibrated(torch.nn.Module):
             i = torch.tensor(members)
             maps = map_volume(self.model, self.image_size, images[i].transpose(0, 1), brain_mask[i],
                               sequence_params[members[0]], sequence_types[members[0]], av[members[0]],
-                              progress=False, calibrate=self.calibrate,
-                              pixel_size=pixel)
+                              progress=False, calibrate=self.calibrate, pixel_size=pixel)
             final[i] = maps.transpose(0, 1).to(final)
         return SimpleNamespace(final=final)
 

@@ -69,8 +69,8 @@ def grey_matter_signal(
         Side of the in-plane box the images are averaged over first (odd, at most ``2 border + 1``;
         1: none). An average of mixtures is a mixture of the same tissues, so the triangle stays
         while the noise drops ``smooth``-fold; unaveraged, the noise scatters pixels beyond the
-        edges and moves the corner outwards (MNI152 at 1 mm, textbook signals: FLAIR +4.6 % at 2 %
-        noise, +14 % at 5 %; averaged over 3 × 3: +0.9 % and +3.4 %).
+        edges and moves the corner outwards (MNI152 at 1 mm, textbook signals: FLAIR +5.5 % at 2 %
+        noise, +18 % at 5 %; averaged over 3 × 3: +1.0 % and +3.9 %).
 
     Returns
     -------

@@ -190,33 +190,42 @@ def test_tissue_shift_moves_csf_and_wm_to_the_calibration_and_keeps_grey_matter(
         tissue_shift(biased, weights, pure, cal, mask, plateau=1.0)
 
 
-def _mni_fractions(n_slices: int, size: int) -> torch.Tensor:
-    """``(S, K, size, size)`` CSF, GM, WM fractions of ``n_slices`` MNI152 test slices, area-resampled."""
+def _mni_fractions(n_slices: int, size: int | None) -> torch.Tensor:
+    """``(S, K, size, size)`` CSF, GM, WM fractions of ``n_slices`` MNI152 test slices, area-resampled;
+    with ``size`` None on the template's own 1 mm grid ``(S, K, 233, 197)``."""
     anatomy = load_anatomy("mni152", "test")
     idx = torch.linspace(0, anatomy.n_slices - 1, n_slices).round().long()
     fr = anatomy.fractions[[anatomy.class_names.index(c) for c in CALIBRATION_CLASSES]][:, idx].transpose(0, 1).double()
+    if size is None:
+        return fr
     n = max(fr.shape[-2:])
     fr = torch.nn.functional.pad(fr, (0, n - fr.shape[-1], 0, n - fr.shape[-2]))
     return torch.nn.functional.interpolate(fr, size=(size, size), mode="area")
 
 
-def _textbook_images(fractions: torch.Tensor, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Spin-echo T1w / T2w and inversion-recovery FLAIR of :data:`PROTOCOL` from the textbook forms
-    with the refocusing term ``exp(−(TR − TE/2)/T1)`` (W2Q's own models omit it), physical partial
-    volumes, one scale per contrast and 0.5 % Rician noise; ``(S, 3, Y, X)``."""
+def _textbook_signals() -> torch.Tensor:
+    """``(K, T)`` pure-tissue signals of :data:`TRUTH` in spin-echo T1w / T2w and inversion-recovery
+    FLAIR of :data:`PROTOCOL`, from the textbook forms with the refocusing term
+    ``exp(−(TR − TE/2)/T1)`` (W2Q's own models omit it)."""
     (tr1, te1), (tr2, te2), (tr3, te3, ti3) = (0.55, 0.012), (5.0, 0.11), (9.0, 0.12, 2.4)
-    pd, t1, t2 = TRUTH.T[:, :, None, None, None]  # (K, 1, 1, 1) each
+    pd, t1, t2 = TRUTH.T  # (K,) each
 
     def se(tr: float, te: float) -> torch.Tensor:
         return pd * (1 - 2 * torch.exp(-(tr - te / 2) / t1) + torch.exp(-tr / t1)) * torch.exp(-te / t2)
 
     flair = (pd * (1 - 2 * torch.exp(-ti3 / t1) + 2 * torch.exp(-(tr3 - te3 / 2) / t1) - torch.exp(-tr3 / t1))
              * torch.exp(-te3 / t2)).abs()
-    tissue = torch.stack([se(tr1, te1), se(tr2, te2), flair], 1)[..., 0, 0, 0]  # (K, T)
-    clean = torch.einsum("skyx,kt->styx", fractions, tissue)
+    return torch.stack([se(tr1, te1), se(tr2, te2), flair], 1)
+
+
+def _textbook_images(fractions: torch.Tensor, scales: torch.Tensor, g: torch.Generator,
+                     noise: float = 0.005) -> torch.Tensor:
+    """Images ``(S, 3, Y, X)`` of :func:`_textbook_signals` with physical partial volumes, one scale
+    per contrast and Rician noise of ``noise`` times each contrast's mean brain signal."""
+    clean = torch.einsum("skyx,kt->styx", fractions, _textbook_signals())
     mask = fractions.sum(1) >= 0.5
     level = (clean * mask[:, None]).sum((0, 2, 3)) / mask.sum()
-    sigma = (0.005 * level * scales)[None, :, None, None]
+    sigma = (noise * level * scales)[None, :, None, None]
     noisy = clean * scales[None, :, None, None]
     return torch.hypot(noisy + sigma * torch.randn(clean.shape, generator=g, dtype=torch.float64),
                        sigma * torch.randn(clean.shape, generator=g, dtype=torch.float64))
