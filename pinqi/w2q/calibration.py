@@ -17,7 +17,8 @@ implicitly, slice by slice, and its answer depends on what the slice holds
 2. **Calibrate** (:func:`calibrate_tissues`): the tissues' signals in every contrast (CSF and WM:
    the medians over their pure pixels of the whole volume; GM, which has almost no pure pixels
    at 1 mm: the corner of the volume's partial-volume triangle,
-   :func:`pinqi.w2q.partial_volume.grey_matter_signal`), and the MAP (:func:`solve_tissue_map`) of
+   :func:`pinqi.w2q.partial_volume.grey_matter_signal`, in the contrasts where CSF is dark,
+   :data:`CORNER_CSF_RATIO`), and the MAP (:func:`solve_tissue_map`) of
    the scales and tissue values under the log-normal match of :data:`CALIBRATION_PRIOR`
    (literature 3 T values, sources in :mod:`simulation.tissues`, with CSF as the water reference
    of PD). No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM
@@ -55,7 +56,7 @@ from simulation.tissues import W2Q_TISSUE_PRIOR, TissueRange
 from .partial_volume import grey_matter_signal
 from .segmentation import CALIBRATION_CLASSES, log_prior, segment_tissues, unmix_tissues
 
-__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "GREY_MATTER_MAX_PIXEL", "NODE_FROM_PURE", "TissueCalibration",
+__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "CORNER_CSF_RATIO", "GREY_MATTER_MAX_PIXEL", "NODE_FROM_PURE", "TissueCalibration",
            "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
 
 #: The classes calibrated from the medians over their pure pixels (grey matter: from its corner, see
@@ -70,6 +71,17 @@ NODE_FROM_PURE: tuple[str, ...] = ("csf",)
 #: edges, so a cortex (2–3 mm thick) resolved by its pixels. MNI152, textbook signals, shipped W2Q
 #: weights: GM T1 +1.8 % at 1.8 mm pixels, −12 % at 3.6 mm (the corner's T2w signal +16 %).
 GREY_MATTER_MAX_PIXEL: float = 2.0
+
+#: The grey-matter corner is placed in the contrasts where pure CSF is at most this many times as
+#: bright as pure WM (when at least two are; else in all available ones), and grey matter enters
+#: the MAP with those contrasts only. Nearly every cortical pixel holds some CSF (sulci,
+#: perivascular spaces; the MNI152 template: ≥ 0.1 %, median 2 %, in its > 95 % GM pixels), which
+#: moves a pixel off the triangle's no-CSF edge by its CSF fraction times the CSF signal: little
+#: where CSF is dark (T1w: 0.2–0.5 × WM; FLAIR: 0.05–1.8 × WM on the 14 protocols of
+#: ``benchmarks.w2q``), by up to 200 times as much where it is bright (T2w: 3–200 × WM). MAP from
+#: the corner with the shipped weights, MNI152 at 1 mm, those protocols: GM T1 CV across protocols
+#: 0.35 % (error +2.9 %) with T1w and FLAIR, 0.82 % (+3.3 %) with T2w as well.
+CORNER_CSF_RATIO: float = 2.0
 
 #: The calibration's prior: :data:`simulation.tissues.W2Q_TISSUE_PRIOR` with the PD of CSF at
 #: 0.98–1.0. PD is relative to water, and CSF is nearly pure water (≈ 99 %); water-content maps
@@ -101,7 +113,8 @@ def solve_tissue_map(
     signals
         ``(B, K, T)`` tissue signals ``m_kc`` (any positive units).
     present
-        ``(B, K)`` bool: tissues whose signals count (the others follow the prior).
+        ``(B, K)`` bool: tissues whose signals count (the others follow the prior); or ``(B, K, T)``:
+        which of each tissue's signals count.
     available
         ``(B, T)`` bool: contrasts whose signals count.
     signal
@@ -120,9 +133,9 @@ def solve_tissue_map(
     if signals.ndim != 3:
         raise ValueError(f"signals must have shape (B, K, T); got {tuple(signals.shape)}")
     b, k, t = signals.shape
-    if present.shape != (b, k) or available.shape != (b, t):
-        raise ValueError(f"present must be (B, K) = {(b, k)} and available (B, T) = {(b, t)}; "
-                         f"got {tuple(present.shape)} and {tuple(available.shape)}")
+    if present.shape not in ((b, k), (b, k, t)) or available.shape != (b, t):
+        raise ValueError(f"present must be (B, K) = {(b, k)} or (B, K, T) = {(b, k, t)} and available (B, T) = "
+                         f"{(b, t)}; got {tuple(present.shape)} and {tuple(available.shape)}")
     if len(names) != k:
         raise ValueError(f"names must name the K = {k} tissues; got {list(names)}")
     if not noise > 0 or contamination < 0:
@@ -131,7 +144,8 @@ def solve_tissue_map(
     mean, std = log_prior(names, prior, dtype, device)
     signals = signals.detach().to(dtype)
     with torch.no_grad():
-        use = (present[:, :, None] & available[:, None, :]).to(dtype)  # (B, K, T)
+        present = present if present.ndim == 3 else present[:, :, None]
+        use = (present & available[:, None, :]).to(dtype)  # (B, K, T)
         level = (signals.abs() * use).sum(1) / use.sum(1).clamp_min(1)  # (B, T)
         level = torch.where(level > 0, level, torch.ones_like(level))
         # a "pure" pixel may hide a share `contamination` of the brightest other tissue
@@ -181,11 +195,14 @@ class TissueCalibration:
         are the prior's pull only and are not used.
     signals
         ``(K, T)`` the tissues' signals: medians over the pure pixels, grey matter's the corner of
-        :func:`pinqi.w2q.partial_volume.grey_matter_signal` (zero for classes not used).
+        :func:`pinqi.w2q.partial_volume.grey_matter_signal` (zero for classes and contrasts not used).
     pixels
         ``(K,)`` number of pure pixels per class in the volume.
     calibrated
         The classes whose signals entered the MAP.
+    present
+        ``(K, T)`` bool, the signals that entered the MAP (grey matter: the corner's contrasts,
+        :data:`CORNER_CSF_RATIO`); None: those of the classes in ``calibrated``, all contrasts.
     """
 
     scales: torch.Tensor
@@ -193,6 +210,7 @@ class TissueCalibration:
     signals: torch.Tensor
     pixels: torch.Tensor
     calibrated: tuple[str, ...] = CALIBRATED
+    present: torch.Tensor | None = None
 
 
 def calibrate_tissues(
@@ -228,7 +246,7 @@ def calibrate_tissues(
         ``(S, K, Y, X)`` tissue weights (:func:`segment_tissues`) and ``(S, Y, X)`` brain mask: with
         both, grey matter (unless in ``calibrated``) enters too, with the GM corner of the volume's
         partial-volume triangle (:func:`pinqi.w2q.partial_volume.grey_matter_signal`) as its signal,
-        where that corner can be placed.
+        where that corner can be placed: in the contrasts of :data:`CORNER_CSF_RATIO`.
 
     Returns
     -------
@@ -255,13 +273,17 @@ def calibrate_tissues(
     gm, csf, wm = (CALIBRATION_CLASSES.index(c) for c in ("gm", "csf", "wm"))
     if (weights is None) != (mask is None):
         raise ValueError("give both weights and mask (the grey-matter corner), or neither")
+    present = use[:, None] & available[None, :]  # (K, T)
     if weights is not None and mask is not None and not bool(use[gm]) and bool(use[csf]) and bool(use[wm]):
-        corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], available)
+        dark = available & (signals[csf] <= CORNER_CSF_RATIO * signals[wm])
+        where = dark if int(dark.sum()) >= 2 else available
+        corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], where)
         if corner is not None:
-            signals[gm], use[gm] = corner, True
-    scales, values = solve_tissue_map(signals[None], use[None], available[None].cpu(), signal, prior)
+            signals[gm], use[gm], present[gm] = corner, True, where
+    scales, values = solve_tissue_map(signals[None], present[None], available[None].cpu(), signal, prior)
     return TissueCalibration(scales=scales[0], values=values[0], signals=signals, pixels=pixels,
-                             calibrated=tuple(c for c, u in zip(CALIBRATION_CLASSES, use.tolist()) if u))
+                             calibrated=tuple(c for c, u in zip(CALIBRATION_CLASSES, use.tolist()) if u),
+                             present=present)
 
 
 @dataclass

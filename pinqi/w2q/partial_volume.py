@@ -18,6 +18,14 @@ corner ``(g_x, g_y)`` and no WM on the line from CSF through it, so
 ``g_x / g_y = min x / y`` and ``(g_x − L) / g_y = max (x − L) / y`` over the pixels: two
 supporting lines whose intersection is the corner (a low and a high quantile instead of min and
 max, so that noise and stray pixels do not set it).
+
+Few cortical pixels are entirely free of CSF, so the no-CSF edge is lined with pixels a little
+inside it: by their CSF fraction times the CSF signal. Where CSF is dark (T1w, FLAIR) that is
+negligible; where it is tens to hundreds of times brighter than the tissues (T2w at long echo
+times) it moves the corner's signal by several % (MNI152, textbook signals: T2w +4 % at
+TE 0.25 s, +18 % at 0.40 s). :func:`pinqi.w2q.calibration.calibrate_tissues` therefore places the
+corner in the contrasts where CSF is dark (``available``;
+:data:`pinqi.w2q.calibration.CORNER_CSF_RATIO`).
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ def test_w2q_benchmark_trains_missing_baselines_and_reports(tmp_path: Path) -> N
     # the pure-ROI test: 2 held-out protocols (the first an MP-RAGE) + the named clinical ones, per method
     assert len(results["protocols"]) == 2 + len(clinical.PROTOCOLS)
     assert results["protocols"][0].startswith("held-out 1: MP-RAGE")
-    assert set(results["pure_roi"]) == set(results["test"])
+    # with the per-pixel reference, on the training grid and at 1 mm, and what it says about the CV target
+    assert set(results["pure_roi"]) == set(results["test"]) | {bench.PIXEL_FIT}
+    assert bench.PIXEL_FIT in results["pure_roi_1mm"] and "The pure ROIs (fraction > 0.95) are not pure" in text
     for name, result in results["pure_roi"].items():
         assert list(result["protocols"]) == results["protocols"]
         assert [v["target"][:2] for v in results["targets"][name]] == ["T1", "T2", "GM", "CV"]

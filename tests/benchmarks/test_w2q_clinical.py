@@ -50,3 +50,26 @@ def test_values_native_reports_both_settings_for_every_value_set_and_noise(tmp_p
         assert f"## {label}" in text and len(rows) == 4
         for name, summary in rows.items():
             assert f"| {name} |" in text and all(math.isfinite(summary[k]["error %"]) for k in native.KEYS)
+
+
+def test_pixel_fit_reference_is_exact_on_pure_pixels_and_protocol_dependent_on_nearly_pure_ones() -> None:
+    """The per-pixel reference of the pure-ROI test: a single-compartment fit of a truly pure pixel's
+    noise-free signals returns the tissue's values; 1 % CSF in a 99 % WM pixel moves WM T1 by much
+    more than the CV target on a long-TE protocol and far less on a short-TE one."""
+    fr = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    fr[0, 2, :2] = 1.0  # pure WM
+    fr[0, 1, 2:, :2] = 1.0  # pure GM
+    fr[0, :, 2:, 2:] = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)[:, None, None]  # a partial volume
+    long_te = clinical.PROTOCOLS[2]  # 3-D T2w TE 0.40 s, 3-D FLAIR
+    short_te = clinical.PROTOCOLS[3]  # T2w TE 0.10 s, FLAIR TI 1.6 s
+    pure = clinical.pixel_fit_reference(1, clinical.LITERATURE, (long_te, short_te), fractions=fr)
+    for row in pure["protocols"].values():
+        for key, truth in clinical.tissue_truth(clinical.LITERATURE).items():
+            assert abs(row[key] / truth - 1) < 1e-4, (key, row[key], truth)
+        assert row["partial-volume t2 MAPE %"] > 1.0  # the 50/50 CSF/GM pixels fit no single compartment
+    assert pure["summary"]["wm t1"]["cv %"] < 1e-3
+    fr[0, :, :2] = torch.tensor([0.01, 0.0, 0.99], dtype=torch.float64)[:, None, None]  # "pure" WM with 1 % CSF
+    nearly = clinical.pixel_fit_reference(1, clinical.LITERATURE, (long_te, short_te), fractions=fr)["protocols"]
+    long_err = nearly[long_te[0]]["wm t1"] / 0.85 - 1
+    short_err = nearly[short_te[0]]["wm t1"] / 0.85 - 1
+    assert long_err > 0.2 and abs(short_err) < 0.1 * long_err, (long_err, short_err)
