@@ -18,7 +18,8 @@ implicitly, slice by slice, and its answer depends on what the slice holds
    the medians over their pure pixels of the whole volume; GM, which has almost no pure pixels
    at 1 mm: the corner of the volume's partial-volume triangle,
    :func:`pinqi.w2q.partial_volume.grey_matter_signal`, in the contrasts where CSF is dark,
-   :data:`CORNER_CSF_RATIO`), and the MAP (:func:`solve_tissue_map`) of
+   :data:`CORNER_CSF_RATIO`; in a T2w of a clinical echo time from the GM pixels with their CSF
+   and WM removed, :data:`UNMIX_CSF_RATIO`), and the MAP (:func:`solve_tissue_map`) of
    the scales and tissue values under the log-normal match of :data:`CALIBRATION_PRIOR`
    (literature 3 T values, sources in :mod:`simulation.tissues`, with CSF as the water reference
    of PD). No calibration (None) when the volume has fewer than ``min_pixels`` pure CSF or WM
@@ -53,11 +54,11 @@ import torch
 
 from simulation.tissues import W2Q_TISSUE_PRIOR, TissueRange
 
-from .partial_volume import grey_matter_signal
+from .partial_volume import grey_matter_signal, grey_matter_unmixed
 from .segmentation import CALIBRATION_CLASSES, log_prior, segment_tissues, unmix_tissues
 
-__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "CORNER_CSF_RATIO", "GREY_MATTER_MAX_PIXEL", "NODE_FROM_PURE", "TissueCalibration",
-           "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
+__all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "CORNER_CSF_RATIO", "UNMIX_CSF_RATIO", "GREY_MATTER_MAX_PIXEL",
+           "NODE_FROM_PURE", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
 
 #: The classes calibrated from the medians over their pure pixels (grey matter: from its corner, see
 #: :func:`calibrate_tissues`).
@@ -74,14 +75,23 @@ GREY_MATTER_MAX_PIXEL: float = 2.0
 
 #: The grey-matter corner is placed in the contrasts where pure CSF is at most this many times as
 #: bright as pure WM (when at least two are; else in all available ones), and grey matter enters
-#: the MAP with those contrasts only. Nearly every cortical pixel holds some CSF (sulci,
-#: perivascular spaces; the MNI152 template: ≥ 0.1 %, median 2 %, in its > 95 % GM pixels), which
-#: moves a pixel off the triangle's no-CSF edge by its CSF fraction times the CSF signal: little
-#: where CSF is dark (T1w: 0.2–0.5 × WM; FLAIR: 0.05–1.8 × WM on the 14 protocols of
+#: the MAP with those contrasts (and those of :data:`UNMIX_CSF_RATIO`). Nearly every cortical
+#: pixel holds some CSF (sulci, perivascular spaces; the MNI152 template: ≥ 0.1 %, median 2 %, in
+#: its > 95 % GM pixels), which moves a pixel off the triangle's no-CSF edge by its CSF fraction
+#: times the CSF signal: little where CSF is dark (T1w: 0.2–0.5 × WM; FLAIR: 0.05–1.8 × WM on the 14 protocols of
 #: ``benchmarks.w2q``), by up to 200 times as much where it is bright (T2w: 3–200 × WM). MAP from
 #: the corner with the shipped weights, MNI152 at 1 mm, those protocols: GM T1 CV across protocols
 #: 0.35 % (error +2.9 %) with T1w and FLAIR, 0.82 % (+3.3 %) with T2w as well.
 CORNER_CSF_RATIO: float = 2.0
+#: In the other contrasts where pure CSF is at most this many times as bright as pure WM, grey
+#: matter's signal is unmixed (:func:`pinqi.w2q.partial_volume.grey_matter_unmixed`: each GM
+#: pixel's CSF and WM removed, with its fractions from the corner's contrasts) and enters the MAP
+#: too. An error ``δ`` in a pixel's unmixed CSF fraction moves it by ``δ`` times the CSF signal, so
+#: this keeps the T2w of clinical echo times (CSF 3–5 × WM on the protocols of ``benchmarks.w2q``)
+#: and leaves out long ones (16–200 × WM). Without it grey matter's T2 follows the prior: at the
+#: prior's upper T2 edge (Wansapura-like values, 1 mm, 6 clinical protocols) GM T1 −1.9 % (worst
+#: 7.3 %) and GM/WM PD −3.1 % (worst 4.0 %) instead of +0.3 % (3.9 %) and −0.9 % (1.3 %).
+UNMIX_CSF_RATIO: float = 10.0
 
 #: The calibration's prior: :data:`simulation.tissues.W2Q_TISSUE_PRIOR` with the PD of CSF at
 #: 0.98–1.0. PD is relative to water, and CSF is nearly pure water (≈ 99 %); water-content maps
@@ -201,8 +211,9 @@ class TissueCalibration:
     calibrated
         The classes whose signals entered the MAP.
     present
-        ``(K, T)`` bool, the signals that entered the MAP (grey matter: the corner's contrasts,
-        :data:`CORNER_CSF_RATIO`); None: those of the classes in ``calibrated``, all contrasts.
+        ``(K, T)`` bool, the signals that entered the MAP (grey matter: those of
+        :data:`CORNER_CSF_RATIO` and :data:`UNMIX_CSF_RATIO`); None: those of the classes in
+        ``calibrated``, all contrasts.
     """
 
     scales: torch.Tensor
@@ -246,7 +257,8 @@ def calibrate_tissues(
         ``(S, K, Y, X)`` tissue weights (:func:`segment_tissues`) and ``(S, Y, X)`` brain mask: with
         both, grey matter (unless in ``calibrated``) enters too, with the GM corner of the volume's
         partial-volume triangle (:func:`pinqi.w2q.partial_volume.grey_matter_signal`) as its signal,
-        where that corner can be placed: in the contrasts of :data:`CORNER_CSF_RATIO`.
+        where that corner can be placed: in the contrasts of :data:`CORNER_CSF_RATIO`, and
+        unmixed in those of :data:`UNMIX_CSF_RATIO`.
 
     Returns
     -------
@@ -279,7 +291,11 @@ def calibrate_tissues(
         where = dark if int(dark.sum()) >= 2 else available
         corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], where)
         if corner is not None:
-            signals[gm], use[gm], present[gm] = corner, True, where
+            signals[gm], use[gm], present[gm] = corner, True, where.clone()
+            unmix = available & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm])
+            whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) if bool(unmix.any()) else None
+            if whole is not None:
+                signals[gm], present[gm] = whole, where | unmix
     scales, values = solve_tissue_map(signals[None], present[None], available[None].cpu(), signal, prior)
     return TissueCalibration(scales=scales[0], values=values[0], signals=signals, pixels=pixels,
                              calibrated=tuple(c for c, u in zip(CALIBRATION_CLASSES, use.tolist()) if u),

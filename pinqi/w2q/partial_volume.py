@@ -33,7 +33,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["grey_matter_signal"]
+__all__ = ["grey_matter_signal", "grey_matter_unmixed"]
+
+
+def _grey_pixels(images: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, min_weight: float, border: int,
+                 smooth: int) -> torch.Tensor:
+    """``(N, T)`` float64 signals of the pixels GM weighs more than ``min_weight`` in, at least
+    ``border`` pixels inside ``mask``, after a ``smooth`` × ``smooth`` box average."""
+    inner = mask.to(torch.bool)[:, None].to(torch.float64)
+    if border > 0:  # erosion: the pixel and its neighbours within `border` lie inside the mask
+        inner = -F.max_pool2d(-F.pad(inner, (border,) * 4), 2 * border + 1, stride=1)
+    chosen = (inner[:, 0] > 0.5) & (weights[:, 1] > min_weight)
+    images = images.detach().to(torch.float64)
+    if smooth > 1:  # the windows of the chosen pixels lie inside the mask (border >= smooth // 2)
+        images = F.avg_pool2d(F.pad(images, (smooth // 2,) * 4), smooth, stride=1)
+    return images.transpose(0, 1)[:, chosen].T
 
 
 def grey_matter_signal(
@@ -103,16 +117,9 @@ def grey_matter_signal(
     use = torch.nonzero(available).flatten()
     if len(use) < 2:
         return None
-    inner = mask.to(torch.bool)[:, None].to(torch.float64)
-    if border > 0:  # erosion: the pixel and its neighbours within `border` lie inside the mask
-        inner = -F.max_pool2d(-F.pad(inner, (border,) * 4), 2 * border + 1, stride=1)
-    chosen = (inner[:, 0] > 0.5) & (weights[:, 1] > min_weight)
-    if int(chosen.sum()) < min_pixels:
+    s = _grey_pixels(images[:, use], weights, mask, min_weight, border, smooth)
+    if s.shape[0] < min_pixels:
         return None
-    images = images.detach().to(torch.float64)[:, use]
-    if smooth > 1:  # the windows of the chosen pixels lie inside the mask (border >= smooth // 2)
-        images = F.avg_pool2d(F.pad(images, (smooth // 2,) * 4), smooth, stride=1)
-    s = images.transpose(0, 1)[:, chosen].T  # (N, T')
     m_c, m_w = csf.to(s)[use], wm.to(s)[use]
     length = float((m_c - m_w).norm())
     if not length > 0:
@@ -139,4 +146,78 @@ def grey_matter_signal(
         return None
     out = torch.zeros(t, dtype=torch.float64)
     out[use] = corner
+    return out
+
+
+def grey_matter_unmixed(
+    images: torch.Tensor,
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    tissues: torch.Tensor,
+    known: torch.Tensor,
+    available: torch.Tensor | None = None,
+    min_weight: float = 0.5,
+    border: int = 2,
+    smooth: int = 3,
+    min_pixels: int = 5000,
+) -> torch.Tensor | None:
+    """The pure GM signal in the contrasts where its corner was not placed, from unmixed GM pixels.
+
+    With the three pure signals known in the contrasts ``known`` (at least 2), each GM pixel's
+    fractions (CSF, GM, WM; ``Σ f = 1``) follow from those contrasts alone; in every other
+    available contrast ``c`` the pixel then says ``m_gc = (s_c − f_csf m_csf,c − f_wm m_wm,c) / f_gm``,
+    its CSF and WM removed. The median over the pixels (those of :func:`grey_matter_signal`,
+    with an unmixed GM fraction above ``min_weight``) is the GM signal. So grey matter keeps its
+    signal in a long-TE T2w, where a corner is biased by the CSF that nearly every cortical pixel
+    holds, and the CSF of each pixel is removed instead.
+
+    Parameters
+    ----------
+    images, weights, mask
+        As in :func:`grey_matter_signal`.
+    tissues
+        ``(3, T)`` the pure CSF, GM and WM signals; GM's is used in ``known`` only.
+    known
+        ``(T,)`` bool, the contrasts where all three are known (e.g. the corner's).
+    available
+        ``(T,)`` bool, default all True.
+    min_weight, border, smooth, min_pixels
+        Pixel selection as in :func:`grey_matter_signal`; fewer than ``min_pixels`` give None.
+
+    Returns
+    -------
+    ``(T,)`` float64: GM's signal, that of ``tissues`` in ``known``, the unmixed one in the other
+    available contrasts (zero in unavailable ones); None without two known contrasts, a singular
+    unmixing or too few pixels.
+    """
+    t = images.shape[1]
+    available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1).cpu()
+    known = known.to(torch.bool).reshape(-1).cpu() & available
+    if tissues.shape != (3, t) or known.shape != (t,):
+        raise ValueError(f"tissues must be (3, T) = (3, {t}) and known (T,); got {tuple(tissues.shape)} and "
+                         f"{tuple(known.shape)}")
+    out = torch.zeros(t, dtype=torch.float64)
+    m = tissues.detach().to(torch.float64).cpu()
+    out[known] = m[1, known]
+    rest = available & ~known
+    if int(known.sum()) < 2:
+        return None
+    if not bool(rest.any()):
+        return out
+    s = _grey_pixels(images, weights, mask, min_weight, border, smooth).cpu()  # (N, T)
+    kn = torch.nonzero(known).flatten()
+    system = torch.cat([m[:, kn].T, torch.ones(1, 3, dtype=torch.float64)])  # (T_known + 1, 3)
+    rhs = torch.cat([s[:, kn], torch.ones(s.shape[0], 1, dtype=torch.float64)], 1)  # (N, T_known + 1)
+    if float(torch.linalg.svdvals(system)[-1]) < 1e-9 * float(system.abs().max()):
+        return None
+    f = torch.linalg.lstsq(system, rhs.T).solution.T  # (N, 3)
+    keep = f[:, 1] > min_weight
+    if int(keep.sum()) < min_pixels:
+        return None
+    f, s = f[keep], s[keep]
+    for c in torch.nonzero(rest).flatten().tolist():
+        value = ((s[:, c] - f[:, 0] * m[0, c] - f[:, 2] * m[2, c]) / f[:, 1]).median()
+        if not float(value) > 0:
+            return None
+        out[c] = value
     return out

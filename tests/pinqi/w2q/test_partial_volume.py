@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinqi.w2q.partial_volume import grey_matter_signal
+from pinqi.w2q.partial_volume import grey_matter_signal, grey_matter_unmixed
 from tests.pinqi.w2q.test_calibration import _mni_fractions, _textbook_images, _textbook_signals
 
 #: Pure-tissue signals (K = csf, gm, wm; T = 3 contrasts), any positive vectors: the corner is geometry.
@@ -99,3 +99,42 @@ def test_the_corner_on_the_mni152_cortex_at_1_mm_with_textbook_signals_and_noise
     assert low < 0.015 and float(median[1]) > 0.02
     assert error(0.02, 3)[0] < 0.015
     assert error(0.02, 1)[0] > 0.03
+
+
+def test_the_unmixed_grey_matter_signal_removes_each_pixels_csf_where_the_corner_cannot() -> None:
+    """With the pure signals known in two contrasts, each GM pixel's fractions follow from those two,
+    and its signal in the third, its CSF and WM removed, is the pure GM signal: exact when every GM
+    pixel holds at least 1 % CSF, where the corner of all three contrasts is off in the contrast in
+    which CSF is bright (here 3 times GM: more than 1 %)."""
+    f = _fractions()
+    f_c, f_g = f[0, 0, 0].clone(), f[0, 1, 0].clone()
+    floor = (f_g > 0) & (f_c < 0.01)  # no GM pixel free of CSF, as in the MNI152 cortex
+    f[0, 0, 0] = torch.where(floor, torch.full_like(f_c, 0.01), f_c)
+    f[0, 1, 0] = torch.where(floor, f_g - (0.01 - f_c), f_g)
+    mask = torch.ones(f.shape[0], *f.shape[2:], dtype=torch.bool)
+    images = _images(f)
+    known = torch.tensor([True, False, True])
+    kwargs = dict(border=0, smooth=1, min_pixels=64)
+    corner = grey_matter_signal(images, f, mask, SIGNALS[0], SIGNALS[2], **kwargs)
+    assert corner is not None and float((corner[1] / SIGNALS[1, 1] - 1).abs()) > 0.01
+    tissues = SIGNALS.clone()
+    tissues[1, 1] = 0.0  # unknown in the unmixed contrast: not used
+    whole = grey_matter_unmixed(images, f, mask, tissues, known, **kwargs)
+    assert whole is not None
+    torch.testing.assert_close(whole, SIGNALS[1], rtol=1e-9, atol=0)
+    # one gain per contrast: it follows
+    gain = torch.tensor([3.0, 0.2, 7.0], dtype=torch.float64)
+    again = grey_matter_unmixed(_images(f, gain), f, mask, SIGNALS * gain, known, **kwargs)
+    assert again is not None
+    torch.testing.assert_close(again, SIGNALS[1] * gain, rtol=1e-9, atol=0)
+    # an unavailable contrast stays zero; nothing to unmix returns the known signals
+    none_left = grey_matter_unmixed(images, f, mask, SIGNALS, known, available=known, **kwargs)
+    assert none_left is not None and none_left.tolist() == [float(SIGNALS[1, 0]), 0.0, float(SIGNALS[1, 2])]
+    # fewer than two known contrasts, too few pixels, a singular unmixing: None
+    assert grey_matter_unmixed(images, f, mask, SIGNALS, torch.tensor([True, False, False]), **kwargs) is None
+    assert grey_matter_unmixed(images, f, mask, SIGNALS, known, border=0, smooth=1) is None
+    flat = SIGNALS.clone()
+    flat[:, 2] = flat[:, 0]  # the two known contrasts say the same about every tissue
+    assert grey_matter_unmixed(images, f, mask, flat, known, **kwargs) is None
+    with pytest.raises(ValueError, match="tissues must be"):
+        grey_matter_unmixed(images, f, mask, SIGNALS[:2], known, **kwargs)
