@@ -40,6 +40,8 @@ def _grey_pixels(images: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
                  smooth: int) -> torch.Tensor:
     """``(N, T)`` float64 signals of the pixels GM weighs more than ``min_weight`` in, at least
     ``border`` pixels inside ``mask``, after a ``smooth`` × ``smooth`` box average."""
+    if smooth < 1 or smooth % 2 == 0 or smooth // 2 > border:
+        raise ValueError(f"smooth must be odd, >= 1 and at most 2 border + 1 = {2 * border + 1}; got {smooth}")
     inner = mask.to(torch.bool)[:, None].to(torch.float64)
     if border > 0:  # erosion: the pixel and its neighbours within `border` lie inside the mask
         inner = -F.max_pool2d(-F.pad(inner, (border,) * 4), 2 * border + 1, stride=1)
@@ -109,8 +111,6 @@ def grey_matter_signal(
         raise ValueError(f"csf and wm must be (T,) = ({t},); got {tuple(csf.shape)} and {tuple(wm.shape)}")
     if not 0 <= quantile < 0.5:
         raise ValueError(f"quantile must be in [0, 0.5); got {quantile}")
-    if smooth < 1 or smooth % 2 == 0 or smooth // 2 > border:
-        raise ValueError(f"smooth must be odd, >= 1 and at most 2 border + 1 = {2 * border + 1}; got {smooth}")
     available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1).cpu()
     if available.shape != (t,):
         raise ValueError(f"available must be (T,) = ({t},); got {tuple(available.shape)}")

@@ -138,3 +138,5 @@ def test_the_unmixed_grey_matter_signal_removes_each_pixels_csf_where_the_corner
     assert grey_matter_unmixed(images, f, mask, flat, known, **kwargs) is None
     with pytest.raises(ValueError, match="tissues must be"):
         grey_matter_unmixed(images, f, mask, SIGNALS[:2], known, **kwargs)
+    with pytest.raises(ValueError, match="smooth"):
+        grey_matter_unmixed(images, f, mask, SIGNALS, known, border=0)
