@@ -58,7 +58,8 @@ from .partial_volume import grey_matter_signal, grey_matter_unmixed
 from .segmentation import CALIBRATION_CLASSES, log_prior, segment_tissues, unmix_tissues
 
 __all__ = ["CALIBRATION_CLASSES", "CALIBRATION_PRIOR", "CORNER_CSF_RATIO", "UNMIX_CSF_RATIO", "GREY_MATTER_MAX_PIXEL",
-           "NODE_FROM_PURE", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map", "calibrate_tissues", "tissue_shift"]
+           "NODE_FROM_PURE", "TissueCalibration", "TissueShift", "unmix_tissues", "segment_tissues", "solve_tissue_map",
+           "calibrate_tissues", "tissue_shift"]
 
 #: The classes calibrated from the medians over their pure pixels (grey matter: from its corner, see
 #: :func:`calibrate_tissues`).
@@ -78,10 +79,11 @@ GREY_MATTER_MAX_PIXEL: float = 2.0
 #: the MAP with those contrasts (and those of :data:`UNMIX_CSF_RATIO`). Nearly every cortical
 #: pixel holds some CSF (sulci, perivascular spaces; the MNI152 template: ≥ 0.1 %, median 2 %, in
 #: its > 95 % GM pixels), which moves a pixel off the triangle's no-CSF edge by its CSF fraction
-#: times the CSF signal: little where CSF is dark (T1w: 0.2–0.5 × WM; FLAIR: 0.05–1.8 × WM on the 14 protocols of
-#: ``benchmarks.w2q``), by up to 200 times as much where it is bright (T2w: 3–200 × WM). MAP from
-#: the corner with the shipped weights, MNI152 at 1 mm, those protocols: GM T1 CV across protocols
-#: 0.35 % (error +2.9 %) with T1w and FLAIR, 0.82 % (+3.3 %) with T2w as well.
+#: times the CSF signal: little where CSF is dark (T1w: 0.2–0.5 × WM; FLAIR: 0.05–1.8 × WM on the
+#: 14 protocols of ``benchmarks.w2q``), by up to 200 times as much where it is bright (T2w: 3–200
+#: × WM). MAP with the shipped weights, MNI152 at 1 mm, those protocols: GM T1 CV across protocols
+#: 0.39 % (error +2.6 %) with the corner in T1w and FLAIR (and GM's T2w unmixed,
+#: :data:`UNMIX_CSF_RATIO`), 0.82 % (+3.3 %) with the corner in all three.
 CORNER_CSF_RATIO: float = 2.0
 #: In the other contrasts where pure CSF is at most this many times as bright as pure WM, grey
 #: matter's signal is unmixed (:func:`pinqi.w2q.partial_volume.grey_matter_unmixed`: each GM
@@ -205,7 +207,8 @@ class TissueCalibration:
         are the prior's pull only and are not used.
     signals
         ``(K, T)`` the tissues' signals: medians over the pure pixels, grey matter's the corner of
-        :func:`pinqi.w2q.partial_volume.grey_matter_signal` (zero for classes and contrasts not used).
+        :func:`pinqi.w2q.partial_volume.grey_matter_signal` or unmixed
+        (:func:`~pinqi.w2q.partial_volume.grey_matter_unmixed`); zero for classes and contrasts not used.
     pixels
         ``(K,)`` number of pure pixels per class in the volume.
     calibrated
@@ -293,7 +296,8 @@ def calibrate_tissues(
         if corner is not None:
             signals[gm], use[gm], present[gm] = corner, True, where.clone()
             unmix = available & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm])
-            whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) if bool(unmix.any()) else None
+            whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) \
+                if bool(unmix.any()) else None
             if whole is not None:
                 signals[gm], present[gm] = whole, where | unmix
     scales, values = solve_tissue_map(signals[None], present[None], available[None].cpu(), signal, prior)
