@@ -288,14 +288,14 @@ def calibrate_tissues(
     gm, csf, wm = (CALIBRATION_CLASSES.index(c) for c in ("gm", "csf", "wm"))
     if (weights is None) != (mask is None):
         raise ValueError("give both weights and mask (the grey-matter corner), or neither")
-    present = use[:, None] & available[None, :]  # (K, T)
+    present = use[:, None] & available.cpu()[None, :]  # (K, T)
     if weights is not None and mask is not None and not bool(use[gm]) and bool(use[csf]) and bool(use[wm]):
-        dark = available & (signals[csf] <= CORNER_CSF_RATIO * signals[wm])
-        where = dark if int(dark.sum()) >= 2 else available
+        dark = available.cpu() & (signals[csf] <= CORNER_CSF_RATIO * signals[wm]).cpu()
+        where = dark if int(dark.sum()) >= 2 else available.cpu()
         corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], where)
         if corner is not None:
             signals[gm], use[gm], present[gm] = corner, True, where.clone()
-            unmix = available & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm])
+            unmix = available.cpu() & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm]).cpu()
             whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) \
                 if bool(unmix.any()) else None
             if whole is not None:

@@ -25,7 +25,8 @@ negligible; where it is tens to hundreds of times brighter than the tissues (T2w
 times) it moves the corner's signal by several % (MNI152, textbook signals: T2w +4 % at
 TE 0.25 s, +18 % at 0.40 s). :func:`pinqi.w2q.calibration.calibrate_tissues` therefore places the
 corner in the contrasts where CSF is dark (``available``;
-:data:`pinqi.w2q.calibration.CORNER_CSF_RATIO`).
+:data:`pinqi.w2q.calibration.CORNER_CSF_RATIO`), and finds grey matter's signal in a T2w of a
+clinical echo time with :func:`grey_matter_unmixed` (each pixel's CSF removed) instead.
 """
 
 from __future__ import annotations
@@ -167,9 +168,11 @@ def grey_matter_unmixed(
     fractions (CSF, GM, WM; ``Σ f = 1``) follow from those contrasts alone; in every other
     available contrast ``c`` the pixel then says ``m_gc = (s_c − f_csf m_csf,c − f_wm m_wm,c) / f_gm``,
     its CSF and WM removed. The median over the pixels (those of :func:`grey_matter_signal`,
-    with an unmixed GM fraction above ``min_weight``) is the GM signal. So grey matter keeps its
-    signal in a long-TE T2w, where a corner is biased by the CSF that nearly every cortical pixel
-    holds, and the CSF of each pixel is removed instead.
+    with an unmixed GM fraction above ``min_weight``) is the GM signal. So grey matter keeps a
+    signal in a contrast where a corner would be biased by the CSF that nearly every cortical
+    pixel holds: each pixel's CSF is removed instead. An error in a pixel's unmixed CSF fraction
+    is multiplied by the CSF signal, so this too degrades where CSF is very bright
+    (:data:`pinqi.w2q.calibration.UNMIX_CSF_RATIO`).
 
     Parameters
     ----------
@@ -192,16 +195,17 @@ def grey_matter_unmixed(
     """
     t = images.shape[1]
     available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1).cpu()
-    known = known.to(torch.bool).reshape(-1).cpu() & available
-    if tissues.shape != (3, t) or known.shape != (t,):
-        raise ValueError(f"tissues must be (3, T) = (3, {t}) and known (T,); got {tuple(tissues.shape)} and "
-                         f"{tuple(known.shape)}")
-    out = torch.zeros(t, dtype=torch.float64)
-    m = tissues.detach().to(torch.float64).cpu()
-    out[known] = m[1, known]
-    rest = available & ~known
+    known = known.to(torch.bool).reshape(-1).cpu()
+    if tissues.shape != (3, t) or known.shape != (t,) or available.shape != (t,):
+        raise ValueError(f"tissues must be (3, T) = (3, {t}), known and available (T,); got {tuple(tissues.shape)}, "
+                         f"{tuple(known.shape)} and {tuple(available.shape)}")
+    known = known & available
     if int(known.sum()) < 2:
         return None
+    m = tissues.detach().to(torch.float64).cpu()
+    out = torch.zeros(t, dtype=torch.float64)
+    out[known] = m[1, known]
+    rest = available & ~known
     if not bool(rest.any()):
         return out
     s = _grey_pixels(images, weights, mask, min_weight, border, smooth).cpu()  # (N, T)
