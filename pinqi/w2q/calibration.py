@@ -275,7 +275,7 @@ def calibrate_tissues(
     if unknown or not calibrated:
         raise ValueError(f"calibrated must name some of {CALIBRATION_CLASSES}; got {list(calibrated)}")
     t = images.shape[1]
-    available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1)
+    available = torch.ones(t, dtype=torch.bool) if available is None else available.to(torch.bool).reshape(-1).cpu()
     if available.shape != (t,) or not bool(available.any()):
         raise ValueError(f"available must be (T,) = ({t},) bool with at least one True; got {tuple(available.shape)}")
     pixels = pure.flatten(2).sum(-1).sum(0)  # (K,)
@@ -288,19 +288,19 @@ def calibrate_tissues(
     gm, csf, wm = (CALIBRATION_CLASSES.index(c) for c in ("gm", "csf", "wm"))
     if (weights is None) != (mask is None):
         raise ValueError("give both weights and mask (the grey-matter corner), or neither")
-    present = use[:, None] & available.cpu()[None, :]  # (K, T)
+    present = use[:, None] & available[None, :]  # (K, T)
     if weights is not None and mask is not None and not bool(use[gm]) and bool(use[csf]) and bool(use[wm]):
-        dark = available.cpu() & (signals[csf] <= CORNER_CSF_RATIO * signals[wm]).cpu()
-        where = dark if int(dark.sum()) >= 2 else available.cpu()
+        dark = available & (signals[csf] <= CORNER_CSF_RATIO * signals[wm]).cpu()
+        where = dark if int(dark.sum()) >= 2 else available
         corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], where)
         if corner is not None:
             signals[gm], use[gm], present[gm] = corner, True, where.clone()
-            unmix = available.cpu() & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm]).cpu()
+            unmix = available & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm]).cpu()
             whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) \
                 if bool(unmix.any()) else None
             if whole is not None:
                 signals[gm], present[gm] = whole, where | unmix
-    scales, values = solve_tissue_map(signals[None], present[None], available[None].cpu(), signal, prior)
+    scales, values = solve_tissue_map(signals[None], present[None], available[None], signal, prior)
     return TissueCalibration(scales=scales[0], values=values[0], signals=signals, pixels=pixels,
                              calibrated=tuple(c for c, u in zip(CALIBRATION_CLASSES, use.tolist()) if u),
                              present=present)
