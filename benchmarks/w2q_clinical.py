@@ -189,10 +189,10 @@ def pixel_fit_reference(n_slices: int, values: dict, protocols: Sequence[tuple] 
     partial = mask & (fr.amax(1) < 0.95)
     maps = _maps(fr, values)
     weight = mask[:, None].double()
+    b = fr.shape[0]
     out: dict = {"protocols": {}}
     for entry in protocols:
         seq, types = _protocol(entry)
-        b = fr.shape[0]
         signal = MultiContrastSignal(seq.expand(b, 3, 6), types.expand(b, 3), magnitude_eps=1e-9)
         clean = _physical_signal(fr, values, seq, types).abs()
         with torch.no_grad():

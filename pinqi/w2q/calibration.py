@@ -294,7 +294,7 @@ def calibrate_tissues(
         where = dark if int(dark.sum()) >= 2 else available
         corner = grey_matter_signal(images, weights, mask, signals[csf], signals[wm], where)
         if corner is not None:
-            signals[gm], use[gm], present[gm] = corner, True, where.clone()
+            signals[gm], use[gm], present[gm] = corner, True, where
             unmix = available & ~where & (signals[csf] <= UNMIX_CSF_RATIO * signals[wm]).cpu()
             whole = grey_matter_unmixed(images, weights, mask, signals, where, where | unmix) \
                 if bool(unmix.any()) else None
